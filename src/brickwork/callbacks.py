@@ -1,0 +1,173 @@
+"""Callbacks: the named events where extensions hook into the loop.
+
+The loop calls, in this order:
+
+    on_fit_start(state)
+      on_epoch_start(state)
+        on_step_end(state, logs)            after each optimizer step; `logs` holds
+                                            floats on logging steps, else is empty
+      on_validation_end(state, metrics)     after each validation pass
+      on_epoch_end(state, metrics)          train and val metrics of the epoch
+    on_fit_end(state, summary)              always, also after an error
+    on_exception(state, error)              before on_fit_end when the loop raised
+
+A callback implements any subset. One that keeps state across a resume adds
+`state_dict()` and `load_state_dict()`; that state rides in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from brickwork.checkpoint import point_alias, prune_checkpoints, save_checkpoint
+from brickwork.errors import ConfigError
+from brickwork.registry import register
+
+if TYPE_CHECKING:
+    from brickwork.state import TrainState
+
+log = logging.getLogger("brickwork")
+
+HOOKS = (
+    "on_fit_start",
+    "on_epoch_start",
+    "on_step_end",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_exception",
+    "on_fit_end",
+)
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Marker protocol: any object with some of the hooks in `HOOKS` is a callback.
+
+    Example:
+        >>> class PrintLR:
+        ...     def on_epoch_end(self, state, metrics):
+        ...         print(state.epoch, metrics["lr"])
+    """
+
+
+def emit(callbacks: list[Any], hook: str, *args: Any) -> None:
+    """Call `hook` on every callback that defines it, in list order."""
+    for callback in callbacks:
+        method = getattr(callback, hook, None)
+        if method is not None:
+            method(*args)
+
+
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` in the direction of `mode`."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def read_monitor(metrics: dict[str, float], monitor: str, owner: str) -> float | None:
+    """The monitored value, None on epochs without validation, an error for a wrong name."""
+    if monitor in metrics:
+        return float(metrics[monitor])
+    if any(key.startswith("val/") for key in metrics):
+        raise ConfigError(
+            f"{owner}.monitor = '{monitor}' is not a logged metric; "
+            f"logged: {', '.join(sorted(metrics))}"
+        )
+    return None
+
+
+@register("callback", "early_stopping")
+class EarlyStopping:
+    """Stop when `monitor` has not improved by `min_delta` for `patience` validations."""
+
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        patience: int = 5,
+        min_delta: float = 0.0,
+    ) -> None:
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        value = read_monitor(metrics, self.monitor, "early_stopping")
+        if value is None:
+            return
+        if improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.bad_epochs = value, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            state.request_stop(
+                f"early stopping: {self.monitor} did not improve for {self.patience} validations"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_epochs = state["best"], int(state["bad_epochs"])
+
+
+class ModelCheckpoint:
+    """Save `last` each `every_n_epochs`, `best` on improvement of `monitor`, prune to `keep_k`.
+
+    The best value, step and epoch ride in every checkpoint, so a resumed run keeps
+    comparing against the true best rather than starting over.
+    """
+
+    state_key = "checkpoint"
+
+    def __init__(
+        self,
+        directory: Path,
+        monitor: str,
+        mode: str,
+        save_last: bool = True,
+        keep_k: int = 1,
+        every_n_epochs: int = 1,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.monitor, self.mode = monitor, mode
+        self.save_last, self.keep_k, self.every_n_epochs = save_last, keep_k, every_n_epochs
+        self.extra_state = extra_state or {}
+        self.best: dict[str, Any] | None = None  # {"value", "step", "epoch"}
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        finished_epoch = state.epoch_of_step
+        value = read_monitor(metrics, self.monitor, "checkpoint")
+        is_best = value is not None and improved(
+            value, None if self.best is None else self.best["value"], self.mode
+        )
+        if is_best:
+            self.best = {"value": value, "step": state.step, "epoch": finished_epoch}
+        periodic = self.save_last and (finished_epoch + 1) % self.every_n_epochs == 0
+        if is_best or periodic or state.should_stop:
+            self.save(state, best=is_best)
+
+    def save(self, state: TrainState, best: bool = False) -> Path:
+        """Write a checkpoint of `state` now and move the aliases."""
+        payload = state.state_dict()
+        payload["extra"] = self.extra_state
+        folder = save_checkpoint(payload, self.directory, state.step)
+        point_alias(self.directory, "last", folder)
+        if best:
+            point_alias(self.directory, "best", folder)
+        prune_checkpoints(self.directory, self.keep_k)
+        log.info("saved checkpoint %s%s", folder.name, " (best)" if best else "")
+        return folder
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")

@@ -1,0 +1,278 @@
+"""Checkpoints that survive crashes and cannot run code when loaded.
+
+Layout of one checkpoint (a folder, written whole or not at all):
+
+    checkpoints/step-00000120/
+        model.safetensors   the model's plain state_dict: loads with safetensors alone
+        state.safetensors   every other tensor (optimizer moments, RNG states, ...)
+        state.json          everything else, with references to those tensors
+        manifest.json       format version, and size and SHA-256 of each file above
+    checkpoints/last -> step-00000120      (relative symlinks, swapped atomically)
+    checkpoints/best -> step-00000090
+
+Nothing is unpickled: tensors come from safetensors, the rest from JSON. A save
+goes to a hidden temporary folder, each file is fsynced, the folder is renamed into
+place and its parent fsynced, so a crash at any moment leaves the previous
+checkpoint complete and the new one either absent or complete.
+
+    >>> model.load_state_dict(safetensors.torch.load_file("checkpoints/best/model.safetensors"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from brickwork.errors import CheckpointError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+TENSORS_FILE = "state.safetensors"
+STATE_FILE = "state.json"
+MANIFEST_FILE = "manifest.json"
+ALIASES = ("last", "best")
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+log = logging.getLogger("brickwork")
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path, step: int) -> Path:
+    """Write `state` (a `TrainState.state_dict()` plus extras) as `directory/step-N`.
+
+    Returns the checkpoint folder. If a complete checkpoint of that step already
+    exists it is kept (saving the same step twice writes the same content).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:08d}"
+    if final.exists() and _is_valid(final):
+        return final
+    temporary = directory / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        _write_checkpoint_files(state, temporary)
+        if final.exists():  # an incomplete leftover of the same step
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        _fsync_directory(directory)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return final
+
+
+def point_alias(directory: Path, alias: str, checkpoint: Path) -> None:
+    """Make `directory/alias` (e.g. `last`) a symlink to `checkpoint`, atomically."""
+    link = directory / alias
+    temporary = directory / f".{alias}.tmp-{os.getpid()}"
+    if temporary.is_symlink() or temporary.exists():
+        temporary.unlink()
+    os.symlink(checkpoint.name, temporary)
+    os.replace(temporary, link)
+    _fsync_directory(directory)
+
+
+def prune_checkpoints(directory: Path, keep_k: int) -> None:
+    """Delete step folders beyond the newest `keep_k`, never one an alias points to."""
+    protected = {(directory / a).resolve() for a in ALIASES if (directory / a).is_symlink()}
+    steps = sorted(list_checkpoints(directory), reverse=True)
+    for path in steps[keep_k:]:
+        if path.resolve() not in protected:
+            shutil.rmtree(path, ignore_errors=True)
+    for leftover in directory.glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Step folders in `directory`, oldest first (complete or not)."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Verify and read a checkpoint folder back into the dict that was saved."""
+    verify_checkpoint(path)
+    try:
+        tensors = load_file(path / TENSORS_FILE, device=str(map_location))
+        skeleton = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        state: dict[str, Any] = _decode(skeleton, tensors)
+        state["model"] = load_file(path / MODEL_FILE, device=str(map_location))
+    except (SafetensorError, json.JSONDecodeError, OSError, KeyError) as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
+    return state
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check the manifest's sizes and checksums; return the manifest."""
+    manifest_path = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint folder")
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: no {MANIFEST_FILE}; the checkpoint is incomplete")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version!r} is newer than this brickwork reads "
+            f"({FORMAT_VERSION}); upgrade brickwork"
+        )
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != expected["size"]:
+            raise CheckpointError(f"{file}: missing or truncated (expected {expected['size']} B)")
+        if _sha256(file) != expected["sha256"]:
+            raise CheckpointError(f"{file}: checksum mismatch; the file is corrupt")
+    return dict(manifest)
+
+
+def resolve_checkpoint(run_or_path: Path, which: str = "last") -> Path:
+    """The checkpoint folder meant by a run folder plus `last`/`best`, or by a path.
+
+    When the one named is corrupt, fall back to the newest complete checkpoint of
+    the run and say so, instead of failing a resume.
+    """
+    path = Path(run_or_path)
+    if (path / MANIFEST_FILE).exists() or _STEP_DIR.match(path.name):
+        return path
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if which not in ALIASES:
+        raise CheckpointError(f"--checkpoint {which}: expected last, best or a checkpoint path")
+    alias = directory / which
+    candidates: list[Path] = [alias.resolve()] if alias.is_symlink() else []
+    candidates += sorted(list_checkpoints(directory), reverse=True)
+    for candidate in candidates:
+        if _is_valid(candidate):
+            if candidates and candidate != candidates[0]:
+                log.warning(
+                    "checkpoint %s is missing or corrupt; using %s instead", alias, candidate.name
+                )
+            return candidate
+    raise CheckpointError(f"{path}: no complete checkpoint found; is this a brickwork run folder?")
+
+
+def _write_checkpoint_files(state: dict[str, Any], folder: Path) -> None:
+    model_tensors = _unshared({k: v.detach().cpu() for k, v in state["model"].items()})
+    save_file(model_tensors, str(folder / MODEL_FILE), metadata={"format": "pt"})
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode({k: v for k, v in state.items() if k != "model"}, tensors, "")
+    save_file(_unshared(tensors), str(folder / TENSORS_FILE))
+    (folder / STATE_FILE).write_text(json.dumps(skeleton), encoding="utf-8")
+    files = [MODEL_FILE, TENSORS_FILE, STATE_FILE]
+    for name in files:
+        _fsync_file(folder / name)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "files": {
+            name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+            for name in files
+        },
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    _fsync_file(folder / MANIFEST_FILE)
+    _fsync_directory(folder)
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """Replace tensors by references, keep JSON's own types, tag the rest."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _encode(v, tensors, f"{path}/{k}") for k, v in value.items()}
+        return {"__items__": [[k, _encode(v, tensors, f"{path}/{k}")] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} at '{path}' in a checkpoint")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__ndarray__" in value:
+        return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+    if "__tuple__" in value:
+        return tuple(_decode(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {k: _decode(v, tensors) for k, v in value["__items__"]}
+    return {k: _decode(v, tensors) for k, v in value.items()}
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): copy the repeats."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, tensor in tensors.items():
+        tensor = tensor.contiguous()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if tensor.numel() and ident in seen:
+            tensor = tensor.clone()
+        seen.add(ident)
+        out[key] = tensor
+    return out
+
+
+def _is_valid(path: Path) -> bool:
+    try:
+        verify_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def iter_aliases(directory: Path) -> Iterable[tuple[str, Path]]:
+    """(alias, checkpoint folder) for each alias that exists in `directory`."""
+    for alias in ALIASES:
+        link = directory / alias
+        if link.is_symlink():
+            yield alias, link.resolve()

@@ -1,0 +1,69 @@
+"""The `brickwork` command. Each subcommand lives in its own module, imported only
+when run, so `brickwork --help` answers without importing torch.
+
+User mistakes (`BrickworkError`) print one line and exit with code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+EXIT_USER_ERROR = 2
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("brickwork.cli.train", "train a model from a YAML config"),
+    "evaluate": ("brickwork.cli.evaluate", "compute metrics of a trained run on a split"),
+    "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brickwork",
+        description="Config-driven PyTorch training with an explicit, readable loop.",
+    )
+    parser.add_argument("--version", action="version", version=f"brickwork {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    _log_warnings_to_stderr()
+    from brickwork.errors import BrickworkError
+
+    try:
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except BrickworkError as error:
+        print(f"brickwork {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"brickwork {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _log_warnings_to_stderr() -> None:
+    log = logging.getLogger("brickwork")
+    if not any(getattr(h, "_brickwork_console", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("brickwork: %(levelname)s: %(message)s"))
+        handler._brickwork_console = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def _version() -> str:
+    from brickwork import __version__
+
+    return __version__

@@ -1,0 +1,47 @@
+"""`brickwork train [CONFIG] [key=value ...]`: train and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG] [key=value ...]",
+        help="a YAML config (default: the built-in digits config), then dotted overrides "
+        "such as optimizer.lr=0.01 trainer.max_epochs=5",
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, help="write the run here instead of runs/<name>/<id>"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR|CHECKPOINT",
+        type=Path,
+        help="continue a run from its last checkpoint (or from the checkpoint folder given)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from brickwork.errors import ConfigError
+
+    config, overrides = split_config_and_overrides(args.args)
+    if args.resume is not None and args.run_dir is not None:
+        raise ConfigError("--resume continues in the run's own folder; drop --run-dir")
+    if args.resume is not None and not args.resume.exists():
+        raise ConfigError(f"--resume {args.resume}: no such run folder or checkpoint")
+
+    from brickwork.loop import fit
+
+    summary = fit(config, overrides=overrides, run_dir=args.run_dir, resume=args.resume)
+    return 0 if summary["status"] in ("completed", "early_stopped") else 1
+
+
+def split_config_and_overrides(values: list[str]) -> tuple[Path | None, list[str]]:
+    """The first value is the config file unless it looks like `key=value`."""
+    if values and "=" not in values[0]:
+        return Path(values[0]), values[1:]
+    return None, values

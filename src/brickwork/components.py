@@ -1,0 +1,162 @@
+"""From a validated config to the objects the loop runs: data, loaders, model, loss,
+metrics, optimizer, schedule, and the step function.
+
+`fit`, `evaluate` and `predict` all assemble their pieces here, so the CLI and the
+Python API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from brickwork.config import Config
+from brickwork.data import DataBundle, build_data, build_dataloader
+from brickwork.errors import ConfigError
+from brickwork.losses import build_loss
+from brickwork.models import build_model
+from brickwork.optim import Horizon, Schedule, build_optimizer, build_scheduler
+
+Batch = Any
+StepOutput = dict[str, torch.Tensor]
+ComputeLoss = Callable[[nn.Module, Batch], StepOutput]
+
+
+class SupervisedStep:
+    """The default `compute_loss`: `(inputs, targets)` in, logits and loss out.
+
+    Replace it with any `compute_loss(model, batch) -> {"loss": ..., ...}`; include
+    `preds` and `target` to have metrics updated.
+    """
+
+    def __init__(self, loss_fn: nn.Module) -> None:
+        self.loss_fn = loss_fn
+
+    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
+        inputs, targets = split_batch(batch)
+        logits = model(inputs)  # (B, num_classes)
+        return {"loss": self.loss_fn(logits, targets), "preds": logits, "target": targets}
+
+
+@dataclass
+class Components:
+    """Everything `fit` needs besides the optimizer, which depends on the model's placement."""
+
+    data: DataBundle
+    model: nn.Module
+    compute_loss: ComputeLoss
+    metrics: Any  # torchmetrics.MetricCollection (imported lazily)
+    train_loader: DataLoader[Any]
+    val_loader: DataLoader[Any]
+    device: torch.device
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Loader batches in a whole epoch, whatever position the sampler starts at."""
+        samples = self.train_loader.sampler.samples_per_rank  # type: ignore[attr-defined]
+        size = self.train_loader.batch_size or 1
+        return samples // size if self.train_loader.drop_last else math.ceil(samples / size)
+
+
+def build_components(
+    config: Config, device: torch.device, compute_loss: ComputeLoss | None = None
+) -> Components:
+    """Data, loaders, model (on `device`), loss and metrics for `config`."""
+    from brickwork.metrics import build_metrics
+
+    data = build_data(config)
+    model = build_model(config.model, data).to(device)
+    loss_fn = build_loss(
+        config.loss.name,
+        config.loss.kwargs,
+        {"num_classes": data.num_classes, "train_targets": data.train_targets},
+    ).to(device)
+    pin_memory = (
+        config.data.pin_memory if config.data.pin_memory is not None else device.type == "cuda"
+    )
+
+    def loader(split: str, train: bool) -> DataLoader[Any]:
+        return build_dataloader(
+            data.split(split),
+            config.data,
+            train=train,
+            seed=config.seed,
+            collate_fn=data.collate_fn,
+            pin_memory=pin_memory,
+        )
+
+    return Components(
+        data=data,
+        model=model,
+        compute_loss=compute_loss or SupervisedStep(loss_fn),
+        metrics=build_metrics(config.metrics, data.num_classes).to(device),
+        train_loader=loader("train", train=True),
+        val_loader=loader("val", train=False),
+        device=device,
+    )
+
+
+def build_optimization(
+    config: Config, model: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Schedule | None]:
+    """The optimizer over the trainable parameters, and the schedule (or None)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(config.optimizer.name, params, config.optimizer.kwargs)
+    if config.scheduler is None:
+        return optimizer, None
+    trainer = config.trainer
+    by_epochs = trainer.max_epochs * steps_per_epoch if trainer.max_epochs else None
+    total = min(s for s in (by_epochs, trainer.max_steps) if s is not None)
+    horizon = Horizon(steps_per_epoch=steps_per_epoch, total_steps=total)
+    return optimizer, build_scheduler(
+        config.scheduler.name, optimizer, horizon, config.scheduler.kwargs
+    )
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; an unavailable choice is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if requested.startswith("cuda") and not cuda:
+        raise ConfigError(f"trainer.device = '{requested}': CUDA is not available; use auto or cpu")
+    if requested == "mps" and not mps:
+        raise ConfigError("trainer.device = 'mps': MPS is not available; use auto or cpu")
+    return torch.device(requested)
+
+
+def split_batch(batch: Batch) -> tuple[Any, Any]:
+    """`(inputs, targets)` from a tuple/list batch or a dict with `input` and `target`."""
+    if isinstance(batch, Mapping):
+        return batch["input"], batch.get("target")
+    if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
+def batch_size_of(batch: Batch) -> int:
+    """Samples in a batch: the leading dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    items = batch.values() if isinstance(batch, Mapping) else batch
+    for item in items:
+        if isinstance(item, torch.Tensor | Mapping | list | tuple):
+            return batch_size_of(item)
+    raise TypeError("cannot tell the batch size: the batch holds no tensor")
+
+
+def move_to_device(batch: Batch, device: torch.device, non_blocking: bool = False) -> Batch:
+    """Move every tensor in a (nested) batch; `non_blocking` pays off with pinned memory."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+    return batch

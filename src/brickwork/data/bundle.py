@@ -1,0 +1,66 @@
+"""What a dataset builder hands to the rest of brickwork."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import Dataset
+
+from brickwork import registry
+from brickwork.errors import ConfigError
+
+if TYPE_CHECKING:
+    from brickwork.config import Config
+
+
+@dataclass
+class DataBundle:
+    """The splits of one dataset and the facts models, losses and reports need.
+
+    Attributes:
+        train, val, test: datasets yielding `(input, target)` pairs; `test` may be None.
+        num_classes: for classification; injected into model factories that take it.
+        input_shape: one sample's shape without the batch dimension, e.g. (1, 8, 8).
+        label_names: human-readable class names, saved with the run for `predict`.
+        train_targets: training labels, for class weights and balanced sampling.
+        collate_fn: how to stack samples into a batch (None: PyTorch's default).
+        load_unlabeled: turns a user's file or folder into a dataset of inputs for `predict`,
+            with one name per input for the output rows.
+        denormalize: maps a normalised input batch back to [0, 1] for image grids.
+    """
+
+    train: Dataset[Any]
+    val: Dataset[Any]
+    test: Dataset[Any] | None = None
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    label_names: list[str] | None = None
+    train_targets: torch.Tensor | None = None
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    load_unlabeled: Callable[[Path], tuple[Dataset[Any], list[str]]] | None = None
+    denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Dataset[Any]:
+        """A split by name; a clear error if the dataset has no such split."""
+        dataset = {"train": self.train, "val": self.val, "test": self.test}.get(name)
+        if dataset is None:
+            raise ConfigError(f"split '{name}' is not available for this dataset; use train or val")
+        return dataset
+
+
+def build_data(config: Config) -> DataBundle:
+    """Build the dataset named by `config.data.name` with its keyword arguments."""
+    bundle = registry.build(
+        "dataset", config.data.name, config.data.kwargs, provided={"seed": config.seed}
+    )
+    if not isinstance(bundle, DataBundle):
+        raise TypeError(
+            f"dataset '{config.data.name}' returned {type(bundle).__name__}; "
+            "a dataset factory must return a brickwork.data.DataBundle"
+        )
+    return bundle

@@ -1,0 +1,359 @@
+"""The training loop: `fit` reads top to bottom, and `evaluate_loader` validates.
+
+One optimizer step consumes `trainer.accumulate_grad_batches` loader batches (the
+micro-steps). Each micro-step's loss is weighted by its share of the step's
+samples, so accumulating k batches of n equals one batch of k*n exactly.
+
+Extensions hook in through the callback events listed in `brickwork.callbacks`;
+nothing here is meant to be subclassed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import brickwork
+from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit
+from brickwork.checkpoint import load_checkpoint, resolve_checkpoint
+from brickwork.components import (
+    ComputeLoss,
+    batch_size_of,
+    build_components,
+    build_optimization,
+    move_to_device,
+    resolve_device,
+)
+from brickwork.config import Config, load_config
+from brickwork.console import ConsoleProgress
+from brickwork.data.loader import seed_loader_for_epoch
+from brickwork.loggers import MetricsFile, TensorBoardLogger
+from brickwork.run import Run, open_run, write_summary
+from brickwork.state import TrainState, seed_everything, unwrap_model
+
+log = logging.getLogger("brickwork")
+
+
+def fit(
+    config: Config | str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    callbacks: Iterable[Any] = (),
+    compute_loss: ComputeLoss | None = None,
+) -> dict[str, Any]:
+    """Train from a config (object, YAML path, or None for the digits default).
+
+    Returns the run summary (also written to `summary.json`).
+
+    Example:
+        >>> summary = brickwork.fit("configs/digits.yaml", overrides=["trainer.max_epochs=3"])
+        >>> summary["best"]["value"]
+    """
+    resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
+    config = _resolve_config(config, overrides, resume_from)
+    run = open_run(config, run_dir, resume_from)
+    try:
+        return _fit(config, run, list(callbacks), compute_loss)
+    finally:
+        run.close()
+
+
+def _fit(
+    config: Config, run: Run, user_callbacks: list[Any], compute_loss: ComputeLoss | None
+) -> dict[str, Any]:
+    trainer = config.trainer
+    seed_everything(config.seed)
+    device = resolve_device(trainer.device)
+    parts = build_components(config, device, compute_loss)
+    model = parts.model
+    steps_per_epoch = -(-parts.batches_per_epoch // trainer.accumulate_grad_batches)
+    optimizer, schedule = build_optimization(config, model, steps_per_epoch)
+    # fp16 needs loss scaling against gradient underflow; bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler(device.type) if trainer.precision == "16" else None
+    autocast = _autocast(device, trainer.precision)
+    checkpointer = ModelCheckpoint(
+        run.checkpoints,
+        **config.checkpoint.model_dump(),
+        extra_state={"config": config.to_dict(), "versions": _versions()},
+    )
+    callbacks: list[Any] = [
+        *_early_stopping(config),
+        *user_callbacks,
+        MetricsFile(run.metrics_file),
+        *_tensorboard(config, run, parts.data),
+        ConsoleProgress(
+            steps_per_epoch,
+            config.data.batch_size * trainer.accumulate_grad_batches,
+            trainer.max_epochs,
+            progress_bar=config.loggers.progress_bar,
+        ),
+        checkpointer,  # last: it saves the state every other callback has just updated
+    ]
+    state = TrainState(model, optimizer, schedule, scaler, callbacks)
+    if run.resume_from is not None:
+        state.load_state_dict(load_checkpoint(run.resume_from, map_location=device))
+        log.info("resumed from %s at step %d, epoch %d", run.resume_from, state.step, state.epoch)
+    non_blocking = parts.train_loader.pin_memory
+    started, status, metrics = time.perf_counter(), "running", {}
+    log.info("training %s on %s, run folder %s", config.name, device, run.directory)
+
+    emit(callbacks, "on_fit_start", state)
+    try:
+        while not _finished(state, config):
+            model.train()
+            emit(callbacks, "on_epoch_start", state)
+            position = state.batch_in_epoch * (parts.train_loader.batch_size or 1)
+            seed_loader_for_epoch(parts.train_loader, config.seed, state.epoch, position)
+            reached_max_steps = False
+
+            for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
+                optimizer.zero_grad(set_to_none=True)
+                step_samples = sum(batch_size_of(b) for b in micro_batches)
+                for batch in micro_batches:
+                    batch = move_to_device(batch, device, non_blocking)
+                    num_samples = batch_size_of(batch)
+                    with autocast:
+                        output = parts.compute_loss(model, batch)
+                    loss = output["loss"]
+                    scaled = loss * (num_samples / step_samples)  # mean over the whole step
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    state.interval_loss.update(loss, num_samples)  # on device: no sync
+                    state.epoch_loss.update(loss, num_samples)
+
+                if trainer.gradient_clip_val is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
+                    _clip_gradients(
+                        model, trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+                    )
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if schedule is not None and schedule.interval == "step":
+                    schedule.scheduler.step()
+                state.step += 1
+                state.batch_in_epoch += len(micro_batches)
+
+                logs: dict[str, float] = {}
+                if state.step % trainer.log_every_n_steps == 0:
+                    logs = {"train/loss": state.interval_loss.compute(), "lr": _lr(optimizer)}
+                    state.interval_loss.reset()
+                emit(callbacks, "on_step_end", state, logs)
+                if trainer.max_steps is not None and state.step >= trainer.max_steps:
+                    reached_max_steps = True
+                    state.request_stop(f"reached trainer.max_steps={trainer.max_steps}")
+                if state.should_stop:
+                    break
+
+            epoch_complete = state.batch_in_epoch >= parts.batches_per_epoch
+            metrics = {"train/loss_epoch": state.epoch_loss.compute()}
+            if reached_max_steps or (
+                epoch_complete and (state.epoch + 1) % trainer.val_every_n_epochs == 0
+            ):
+                seed_loader_for_epoch(parts.val_loader, config.seed, state.epoch, 0)
+                val_metrics = evaluate_loader(
+                    model,
+                    parts.val_loader,
+                    parts.compute_loss,
+                    parts.metrics,
+                    device,
+                    "val",
+                    autocast,
+                )
+                metrics.update(val_metrics)
+                emit(callbacks, "on_validation_end", state, val_metrics)
+            metrics["lr"] = _lr(optimizer)
+            if epoch_complete:
+                _step_epoch_schedule(schedule, metrics)
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                state.epoch_loss.reset()
+            emit(callbacks, "on_epoch_end", state, metrics)
+        status = (
+            "early_stopped" if state.stop_reason and "early" in state.stop_reason else "completed"
+        )
+    except KeyboardInterrupt as error:
+        status = "interrupted"
+        emit(callbacks, "on_exception", state, error)
+        raise
+    except BaseException as error:
+        status = "failed"
+        emit(callbacks, "on_exception", state, error)
+        raise
+    finally:
+        summary = _summarize(config, run, state, checkpointer, metrics, status, started)
+        if status in ("completed", "early_stopped") and trainer.test_after_fit:
+            summary["test"] = _test_best(config, run, parts, autocast)
+            summary["final"].update(summary["test"])
+        write_summary(run, summary)
+        emit(callbacks, "on_fit_end", state, summary)
+    return summary
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    compute_loss: ComputeLoss,
+    metrics: Any,
+    device: torch.device,
+    prefix: str,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> dict[str, float]:
+    """Mean loss and metrics over `loader` in eval mode, without building autograd graphs."""
+    was_training = model.training
+    model.eval()
+    metrics.reset()
+    total = torch.zeros((), device=device)
+    count = 0
+    for batch in loader:
+        batch = move_to_device(batch, device)
+        with autocast or contextlib.nullcontext():
+            output = compute_loss(model, batch)
+        num_samples = batch_size_of(batch)
+        total += output["loss"].detach().float() * num_samples
+        count += num_samples
+        if "preds" in output and output.get("target") is not None and len(metrics):
+            metrics.update(output["preds"].float(), output["target"])
+    model.train(was_training)
+    results = {f"{prefix}/loss": (total / max(count, 1)).item()}  # the pass's one sync
+    if len(metrics):
+        results.update({f"{prefix}/{k}": float(v) for k, v in metrics.compute().items()})
+    return results
+
+
+def _group(loader: DataLoader[Any], size: int) -> Iterator[list[Any]]:
+    """Batches in lists of `size` (the last list of an epoch may be shorter)."""
+    iterator = iter(loader)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _finished(state: TrainState, config: Config) -> bool:
+    trainer = config.trainer
+    return (
+        state.should_stop
+        or (trainer.max_epochs is not None and state.epoch >= trainer.max_epochs)
+        or (trainer.max_steps is not None and state.step >= trainer.max_steps)
+    )
+
+
+def _clip_gradients(model: nn.Module, value: float, algorithm: str) -> None:
+    if algorithm == "norm":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), value)
+    else:
+        torch.nn.utils.clip_grad_value_(model.parameters(), value)
+
+
+def _step_epoch_schedule(schedule: Any, metrics: dict[str, float]) -> None:
+    if schedule is None:
+        return
+    if schedule.interval == "epoch":
+        schedule.scheduler.step()
+    elif schedule.interval == "plateau" and schedule.monitor in metrics:
+        schedule.scheduler.step(metrics[schedule.monitor])
+
+
+def _lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _early_stopping(config: Config) -> list[Any]:
+    if config.early_stopping is None:
+        return []
+    return [EarlyStopping(**config.early_stopping.model_dump())]
+
+
+def _tensorboard(config: Config, run: Run, data: Any) -> list[Any]:
+    tensorboard = config.loggers.tensorboard
+    if not tensorboard.enabled:
+        return []
+    return [
+        TensorBoardLogger(
+            run.tensorboard_dir, tensorboard, data.val, data.label_names, data.denormalize
+        )
+    ]
+
+
+def _resolve_config(
+    config: Config | str | Path | None, overrides: Sequence[str], resume_from: Path | None
+) -> Config:
+    if config is None and resume_from is not None:
+        from brickwork.run import run_dir_of
+
+        config = run_dir_of(resume_from) / "config.yaml"
+    if isinstance(config, Config):
+        return load_config(config.to_dict(), overrides)
+    return load_config(config, overrides)
+
+
+def _versions() -> dict[str, str]:
+    return {"brickwork": brickwork.__version__, "torch": torch.__version__}
+
+
+def _summarize(
+    config: Config,
+    run: Run,
+    state: TrainState,
+    checkpointer: ModelCheckpoint,
+    metrics: dict[str, float],
+    status: str,
+    started: float,
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "stop_reason": state.stop_reason,
+        "run_dir": str(run.directory),
+        "monitor": config.checkpoint.monitor,
+        "mode": config.checkpoint.mode,
+        "best": checkpointer.best,
+        "final": dict(metrics),
+        "num_steps": state.step,
+        "num_epochs": state.epoch,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "versions": _versions(),
+    }
+
+
+def _test_best(config: Config, run: Run, parts: Any, autocast: Any) -> dict[str, float]:
+    """Test-split metrics of the best checkpoint (or the final weights if none is best)."""
+    if parts.data.test is None:
+        return {}
+    best = run.checkpoints / "best"
+    model = unwrap_model(parts.model)
+    if best.exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(best / "model.safetensors", device=str(parts.device)))
+    from brickwork.data import build_dataloader
+
+    loader = build_dataloader(
+        parts.data.test,
+        config.data,
+        train=False,
+        seed=config.seed,
+        collate_fn=parts.data.collate_fn,
+    )
+    return evaluate_loader(
+        model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast
+    )

@@ -1,0 +1,55 @@
+"""Build a registered model with facts from the data, then initialise it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from brickwork import registry
+from brickwork.errors import ConfigError
+
+if TYPE_CHECKING:
+    from brickwork.config import ModelConfig
+    from brickwork.data import DataBundle
+
+
+def build_model(model: ModelConfig, data: DataBundle) -> nn.Module:
+    """Instantiate `model.name` with its kwargs plus the data facts it asks for."""
+    facts = {
+        "num_classes": data.num_classes,
+        "input_shape": tuple(data.input_shape) if data.input_shape else None,
+        "in_channels": data.input_shape[0] if data.input_shape else None,
+    }
+    module = registry.build("model", model.name, model.kwargs, provided=facts)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"model '{model.name}' returned {type(module).__name__}, not an nn.Module")
+    if model.init is not None:
+        initialize_weights(module, model.init)
+    return module
+
+
+def initialize_weights(module: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise every conv and linear layer with `scheme`, biases at zero.
+
+    Uses `module.apply`, which visits each submodule once; normalisation layers
+    keep PyTorch's defaults (weight 1, bias 0).
+    """
+    schemes: dict[str, Callable[..., object]] = {
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "xavier": nn.init.xavier_uniform_,
+        "orthogonal": nn.init.orthogonal_,
+    }
+    if scheme not in schemes:
+        raise ConfigError(f"model.init = '{scheme}': expected one of {', '.join(schemes)}")
+    init_fn = schemes[scheme]
+
+    def visit(layer: nn.Module) -> None:
+        if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            init_fn(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    module.apply(visit)
+    return module

@@ -1,0 +1,201 @@
+"""TrainState: everything a checkpoint must hold to continue a run exactly.
+
+One object owns the model, optimizer, schedule, grad scaler, the counters
+(`step`, `epoch`, `batch_in_epoch`), the callbacks' state and the random number
+generators. `state_dict()` captures all of it; `load_state_dict()` puts it back.
+Resume equality (a resumed run matches an uninterrupted one bit for bit on CPU)
+rests on nothing living outside this object.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from brickwork.callbacks import Callback
+    from brickwork.optim import Schedule
+
+
+class RunningMean:
+    """A mean of per-sample losses kept on the device, read with one `.item()`.
+
+    Adding `loss.detach() * n` each micro-step keeps no autograd graph alive and
+    forces no device sync; only `compute()` syncs.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def update(self, value: torch.Tensor, num_samples: int) -> None:
+        weighted = value.detach().float() * num_samples
+        self.total = weighted if self.total is None else self.total + weighted
+        self.count += num_samples
+
+    def compute(self) -> float:
+        """The mean so far (NaN when empty); `.item()` here is a device sync."""
+        return (
+            (self.total / self.count).item() if self.total is not None and self.count else math.nan
+        )
+
+    def reset(self) -> None:
+        self.total, self.count = None, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.count = state["total"], int(state["count"])
+
+
+@dataclass
+class TrainState:
+    """The mutable state of one training run.
+
+    Attributes:
+        step: optimizer steps taken so far (what checkpoints and logs count).
+        epoch: the epoch in progress, from 0; after an epoch ends it names the next one.
+        batch_in_epoch: loader batches of `epoch` already consumed, for mid-epoch resume.
+        interval_loss: training loss since the last logged step.
+        epoch_loss: training loss since the epoch began.
+        should_stop: set by a callback (early stopping, a signal) to end after this step.
+        stop_reason: why the run ended early, for the summary.
+    """
+
+    model: nn.Module
+    optimizer: Optimizer
+    schedule: Schedule | None = None
+    scaler: torch.amp.GradScaler | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    interval_loss: RunningMean = field(default_factory=RunningMean)
+    epoch_loss: RunningMean = field(default_factory=RunningMean)
+    should_stop: bool = False
+    stop_reason: str | None = None
+
+    @property
+    def epoch_of_step(self) -> int:
+        """The epoch the latest optimizer step belongs to (what logs record as `epoch`).
+
+        Differs from `epoch` right after an epoch ends, when `epoch` already names the next.
+        """
+        return self.epoch - 1 if self.batch_in_epoch == 0 and self.epoch > 0 else self.epoch
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to end after the current step; the first reason given is kept."""
+        self.should_stop = True
+        self.stop_reason = self.stop_reason or reason
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue; model weights under `model` as a plain state_dict."""
+        return {
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "counters": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+            },
+            "meters": {
+                "interval_loss": self.interval_loss.state_dict(),
+                "epoch_loss": self.epoch_loss.state_dict(),
+            },
+            "callbacks": {
+                callback_key(cb): cb.state_dict()
+                for cb in self.callbacks
+                if hasattr(cb, "state_dict")
+            },
+            "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
+        """Put a `state_dict()` back; the objects must have been built from the same config."""
+        unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state.get("scheduler") is not None:
+            self.schedule.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        counters = state["counters"]
+        self.step = int(counters["step"])
+        self.epoch = int(counters["epoch"])
+        self.batch_in_epoch = int(counters["batch_in_epoch"])
+        self.interval_loss.load_state_dict(state["meters"]["interval_loss"])
+        self.epoch_loss.load_state_dict(state["meters"]["epoch_loss"])
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            key = callback_key(cb)
+            if key in saved and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved[key])
+        if restore_rng_state:
+            restore_rng(state["rng"])
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP/DataParallel or torch.compile wrappers.
+
+    Checkpoints store the unwrapped weights, so they carry no `module.` or
+    `_orig_mod.` prefixes and load the same in one process or many.
+    """
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def callback_key(callback: object) -> str:
+    """The name a callback's state is saved under (its `state_key`, else its class name)."""
+    return str(getattr(callback, "state_key", type(callback).__name__))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so two runs of one config match."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every random number generator the training process draws from."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo `capture_rng`: the next random draw equals the one the saved run made."""
+    random.setstate(_as_tuples(state["python"]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """`random.setstate` wants nested tuples; JSON gives back lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(v) for v in value)
+    return value
