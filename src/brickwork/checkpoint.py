@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +228,7 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors that share memory (tied weights): copy the repeats."""
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, object]] = set()
     out = {}
     for key, tensor in tensors.items():
         tensor = tensor.contiguous()
@@ -268,11 +267,3 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def iter_aliases(directory: Path) -> Iterable[tuple[str, Path]]:
-    """(alias, checkpoint folder) for each alias that exists in `directory`."""
-    for alias in ALIASES:
-        link = directory / alias
-        if link.is_symlink():
-            yield alias, link.resolve()

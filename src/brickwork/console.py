@@ -8,7 +8,6 @@ logs stay readable. Every epoch line also goes to `train.log`.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -136,8 +135,3 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("steps", str(summary.get("num_steps")))
     table.add_row("wall time", f"{summary.get('wall_s', 0):.1f} s")
     return table
-
-
-def plain_stdout() -> bool:
-    """Whether stdout is a pipe or file (no live progress bar)."""
-    return not sys.stdout.isatty()

@@ -176,12 +176,19 @@ def labelled_grid(
         pixels = (grey_or_rgb[:3].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         tile = Image.fromarray(pixels).resize((tile_px, tile_px), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
-        name = lambda i: label_names[i] if label_names else str(i)
         colour = (0, 200, 0) if int(predicted) == int(truth) else (230, 0, 0)
         draw.rectangle((0, 0, tile_px, 11), fill=(0, 0, 0))
-        draw.text((2, 0), f"{name(int(predicted))}/{name(int(truth))}", fill=colour)
+        draw.text(
+            (2, 0),
+            f"{_label(int(predicted), label_names)}/{_label(int(truth), label_names)}",
+            fill=colour,
+        )
         tiles.append(torch.from_numpy(np.asarray(tile)).permute(2, 0, 1))
     return make_grid(torch.stack(tiles), nrow=8, padding=2)
+
+
+def _label(index: int, label_names: list[str] | None) -> str:
+    return label_names[index] if label_names else str(index)
 
 
 def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:

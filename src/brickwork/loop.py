@@ -143,7 +143,7 @@ def _fit(
                 else:
                     optimizer.step()
                 if schedule is not None and schedule.interval == "step":
-                    schedule.scheduler.step()
+                    schedule.scheduler.step()  # type: ignore[call-arg]
                 state.step += 1
                 state.batch_in_epoch += len(micro_batches)
 

@@ -46,4 +46,4 @@ def mse() -> nn.Module:
 
 def build_loss(name: str, kwargs: dict[str, object], data_facts: dict[str, object]) -> nn.Module:
     """Instantiate the loss `name`; it may take `num_classes` and `train_targets`."""
-    return registry.build("loss", name, dict(kwargs), provided=data_facts)  # type: ignore[no-any-return]
+    return registry.build("loss", name, dict(kwargs), provided=data_facts)

@@ -55,7 +55,7 @@ def build_metrics(configs: list[MetricConfig], num_classes: int | None) -> Metri
     """A MetricCollection keyed by log name; empty when the task has no classes."""
     from torchmetrics import MetricCollection
 
-    metrics: dict[str, Metric] = {}
+    metrics: dict[str, Metric | MetricCollection] = {}
     for config in configs:
         metrics[metric_key(config)] = registry.build(
             "metric", config.name, config.kwargs, provided={"num_classes": num_classes}

@@ -46,14 +46,14 @@ register("optimizer", "adamw")(torch.optim.AdamW)
 
 def build_optimizer(name: str, params: Iterable[Any], kwargs: dict[str, Any]) -> Optimizer:
     """Instantiate the optimizer `name` over `params` (tensors or param groups)."""
-    return registry.build("optimizer", name, kwargs, params)  # type: ignore[no-any-return]
+    return registry.build("optimizer", name, kwargs, params)
 
 
 def build_scheduler(
     name: str, optimizer: Optimizer, horizon: Horizon, kwargs: dict[str, Any]
 ) -> Schedule:
     """Instantiate the schedule `name`; its factory receives the optimizer and horizon."""
-    return registry.build("scheduler", name, kwargs, optimizer, horizon)  # type: ignore[no-any-return]
+    return registry.build("scheduler", name, kwargs, optimizer, horizon)
 
 
 class WarmupCosine:

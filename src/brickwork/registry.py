@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterable
@@ -118,7 +119,7 @@ def build(
     for key, value in (provided or {}).items():
         if value is not None and (key in accepted or takes_any):
             call.setdefault(key, value)
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         signature = inspect.signature(target)
         signature.bind(*((None,) if inspect.isclass(factory) else ()), *args, **call)
@@ -132,7 +133,7 @@ def build(
 
 def accepted_kwargs(factory: Callable[..., Any]) -> tuple[set[str], bool]:
     """The keyword names a factory takes, and whether it also takes **kwargs."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     params = list(inspect.signature(target).parameters.values())
     if inspect.isclass(factory) and params and params[0].name == "self":
         params = params[1:]
@@ -147,7 +148,7 @@ def accepted_kwargs(factory: Callable[..., Any]) -> tuple[set[str], bool]:
 
 def required_kwargs(factory: Callable[..., Any]) -> set[str]:
     """Keyword names without a default, which a config (or brickwork) must supply."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     params = list(inspect.signature(target).parameters.values())
     return {
         p.name
