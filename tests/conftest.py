@@ -1,0 +1,54 @@
+"""Shared fixtures: a fast digits config, a scratch run folder, and a CLI runner.
+
+Tests train for real on the embedded digits dataset; `fast_overrides` keeps each
+run to a second or two on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# A short run of the default config: 2 epochs, no image grid or graph to keep it fast.
+FAST = [
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=5",
+    "trainer.test_after_fit=false",
+    "loggers.progress_bar=false",
+    "loggers.tensorboard.enabled=false",
+    "model.channels=[8,16]",
+]
+
+
+@pytest.fixture
+def fast_overrides() -> list[str]:
+    return list(FAST)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder, so `runs/` never lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path | None = None, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m brickwork ARGS` in a real subprocess, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "brickwork", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "COLUMNS": "200"},
+    )
