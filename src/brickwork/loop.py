@@ -88,6 +88,7 @@ def _fit(
         extra_state={"config": config.to_dict(), "versions": _versions()},
     )
     callbacks: list[Any] = [
+        *_finetune(config, model, optimizer, schedule),
         *_early_stopping(config),
         *user_callbacks,
         MetricsFile(run.metrics_file),
@@ -276,6 +277,14 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _finetune(config: Config, model: nn.Module, optimizer: Any, schedule: Any) -> list[Any]:
+    if not config.finetune.active:
+        return []
+    from brickwork.finetune import Finetune
+
+    return [Finetune(model, optimizer, schedule, config.finetune, config.optimizer.lr)]
 
 
 def _early_stopping(config: Config) -> list[Any]:
