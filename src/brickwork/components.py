@@ -89,6 +89,7 @@ def build_components(
             seed=config.seed,
             collate_fn=data.collate_fn,
             pin_memory=pin_memory,
+            targets=data.train_targets if train else None,
         )
 
     return Components(

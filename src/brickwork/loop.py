@@ -35,6 +35,7 @@ from brickwork.components import (
 )
 from brickwork.config import Config, load_config
 from brickwork.console import ConsoleProgress
+from brickwork.data.bundle import save_data_facts
 from brickwork.data.loader import seed_loader_for_epoch
 from brickwork.loggers import MetricsFile, TensorBoardLogger
 from brickwork.run import Run, open_run, write_summary
@@ -76,6 +77,7 @@ def _fit(
     seed_everything(config.seed)
     device = resolve_device(trainer.device)
     parts = build_components(config, device, compute_loss)
+    save_data_facts(parts.data, run.directory / "data.json")
     model = parts.model
     steps_per_epoch = -(-parts.batches_per_epoch // trainer.accumulate_grad_batches)
     optimizer, schedule = build_optimization(config, model, steps_per_epoch)
