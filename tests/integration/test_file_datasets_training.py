@@ -65,6 +65,7 @@ def test_text_csv_trains_a_text_model(tmp_path: Path) -> None:
         *QUICK,
         *_data_section(name="text_csv", csv=str(tmp_path / "reviews.csv"), val_fraction=0.25),
         "model={name: text_transformer, dim: 16, num_heads: 2, num_layers: 1}",
+        "loggers.tensorboard.enabled=true",
         "trainer.max_epochs=3",
     ]
     summary = fit(None, overrides=overrides, run_dir=Path("run"))

@@ -118,3 +118,26 @@ def test_resume_after_unfreeze_matches_uninterrupted_run(
     for index, moments in whole.end["optimizer_state"].items():
         for key, value in moments.items():
             assert torch.equal(value, resumed.end["optimizer_state"][index][key]), (index, key)
+
+
+def test_finetune_from_a_checkpoint_folder_then_predict_without_it(
+    fast_overrides: list[str], tmp_path: Path
+) -> None:
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from brickwork.inference import predict_run
+
+    quick = [*fast_overrides, "trainer.max_epochs=1"]
+    fit(None, overrides=quick, run_dir=Path("pre"))
+    source = load_file("pre/checkpoints/best/model.safetensors")
+    recorder = Recorder()
+    overrides = [*quick, "model.pretrained=pre/checkpoints/best", "finetune.freeze=backbone"]
+    fit(None, overrides=overrides, run_dir=Path("tuned"), callbacks=[recorder])
+    assert torch.equal(recorder.start["features.0.weight"], source["features.0.weight"])
+    assert torch.equal(recorder.end["model"]["features.0.weight"], source["features.0.weight"])
+    shutil.rmtree("pre")  # predict must not need the pretrained weights any more
+    np.save("inputs.npy", np.zeros((3, 8, 8), dtype=np.float32))
+    assert predict_run(Path("tuned"), Path("inputs.npy"), Path("out.csv")) == 3
