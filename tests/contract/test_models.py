@@ -66,3 +66,11 @@ def test_model_builds_trains_one_step_and_every_trainable_param_gets_a_gradient(
 def test_every_registered_model_has_a_contract_case() -> None:
     known = {"cnn", "mlp"} | TEXT_MODELS
     assert set(registry.available("model")) <= known, "add the new model to this contract test"
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_MODELS))
+def test_text_models_take_a_plain_padded_id_tensor_too(name: str) -> None:
+    facts, inputs = _text_case()
+    model = build_model(ModelConfig(name=name), facts).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(inputs), model(inputs["tokens"]), atol=1e-5)

@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from brickwork import fit
 from brickwork.inference import evaluate_run, predict_run
 from tests.unit.test_data_files import write_images
@@ -57,6 +59,7 @@ def test_image_folder_run_saves_label_names_and_predicts_them(tmp_path: Path) ->
     assert results["label_names"] == ["apple", "pear"] and "test/acc" in results["metrics"]
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the TensorBoard graph trace
 def test_text_csv_trains_a_text_model(tmp_path: Path) -> None:
     lines = ["text,label"] + [f"great fun film {i},pos" for i in range(12)]
     lines += [f"dull boring plot {i},neg" for i in range(12)]

@@ -2,6 +2,7 @@
 
 Both take the padded batch `text_csv`'s collate builds, a dict with `tokens` (B, T),
 `lengths` (B,) and `mask` (B, T; True on real tokens), and return (B, num_classes).
+A plain (B, T) tensor of token ids works too, with 0 taken as padding.
 `vocab_size` and `num_classes` come from the data.
 """
 
@@ -15,7 +16,15 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from brickwork.registry import register
 
-TextBatch = dict[str, torch.Tensor]
+TextBatch = dict[str, torch.Tensor] | torch.Tensor
+
+
+def unpack_text_batch(batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, lengths, mask) from `pad_collate`'s dict or from a padded id tensor."""
+    if isinstance(batch, torch.Tensor):
+        mask = batch != 0  # (B, T)
+        return batch, mask.sum(1), mask
+    return batch["tokens"], batch["lengths"], batch["mask"]
 
 
 @register("model", "text_rnn")
@@ -52,10 +61,11 @@ class TextRNN(nn.Module):
         )
 
     def forward(self, batch: TextBatch) -> torch.Tensor:
-        embedded = self.embedding(batch["tokens"])  # (B, T, E)
+        tokens, lengths, _ = unpack_text_batch(batch)
+        embedded = self.embedding(tokens)  # (B, T, E)
         # Packing skips the padding, so the final state is each sequence's own last token.
         packed = pack_padded_sequence(
-            embedded, batch["lengths"].cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+            embedded, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
         )
         _, hidden = self.rnn(packed)
         if isinstance(hidden, tuple):  # LSTM: (h, c)
@@ -96,7 +106,7 @@ class TextTransformer(nn.Module):
         self.max_length = max_length
 
     def forward(self, batch: TextBatch) -> torch.Tensor:
-        tokens, mask = batch["tokens"], batch["mask"]  # (B, T), (B, T) True on tokens
+        tokens, _, mask = unpack_text_batch(batch)  # (B, T), (B, T) True on tokens
         if tokens.shape[1] > self.max_length:
             raise ValueError(
                 f"sequence length {tokens.shape[1]} exceeds model.max_length={self.max_length}"
