@@ -94,7 +94,7 @@ def test_unfreeze_adds_param_groups_with_scaled_learning_rates(
     assert all(recorder.end["requires_grad"].values())
 
 
-@pytest.mark.parametrize("stop_step", [25, 40])  # mid epoch 1, and end of epoch 1
+@pytest.mark.parametrize("stop_step", [10, 25, 40])  # before any unfreeze, mid epoch 1, end of 1
 def test_resume_after_unfreeze_matches_uninterrupted_run(
     fast_overrides: list[str], stop_step: int
 ) -> None:

@@ -79,3 +79,12 @@ def test_added_group_follows_the_schedule_reached_so_far() -> None:
     schedule.scheduler.step()
     ratio = optimizer.param_groups[1]["lr"] / optimizer.param_groups[0]["lr"]
     assert ratio == pytest.approx(0.1)
+
+
+def test_freeze_backbone_of_a_timm_model_leaves_only_its_classifier() -> None:
+    import timm
+
+    model = timm.create_model("test_resnet", num_classes=2)
+    frozen = freeze_parameters(model, FinetuneConfig(freeze="backbone"))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"] and len(frozen) > 10
