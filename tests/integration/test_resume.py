@@ -18,7 +18,8 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _assert_same_state(a: Path, b: Path) -> None:
-    left, right = load_checkpoint(a / "checkpoints" / "last"), load_checkpoint(b / "checkpoints" / "last")
+    left = load_checkpoint(a / "checkpoints" / "last")
+    right = load_checkpoint(b / "checkpoints" / "last")
     for key, tensor in left["model"].items():
         assert torch.equal(tensor, right["model"][key]), key
     for index, moments in left["optimizer"]["state"].items():

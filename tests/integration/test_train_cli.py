@@ -43,7 +43,8 @@ def test_run_folder_holds_what_the_contract_promises(trained: tuple[Path, str]) 
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "train.log"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())
-    assert (run / "checkpoints" / "last").is_symlink() and (run / "checkpoints" / "best").is_symlink()
+    assert (run / "checkpoints" / "last").is_symlink()
+    assert (run / "checkpoints" / "best").is_symlink()
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 2 and config["model"]["channels"] == [8, 16]

@@ -58,7 +58,7 @@ def test_every_shipped_config_loads() -> None:
     shipped = [DEFAULT_CONFIG, *Path(__file__).parents[2].joinpath("configs").glob("*.yaml")]
     for path in shipped:
         load_config(path)
-        assert path.read_text().startswith("#"), f"{path} must open with what it is and how to run it"
+        assert path.read_text().startswith("#"), f"{path}: open with what it is and how to run it"
 
 
 def test_override_without_equals_sign_is_explained() -> None:

@@ -59,5 +59,5 @@ def test_imports_file_registers_a_project_model(tmp_path) -> None:
     config_path.write_text("imports: [my_models.py]\nmodel:\n  name: project_net\n  width: 5\n")
     config = load_config(config_path)
     assert config.model.name == "project_net"
-    with pytest.raises(ConfigError, match="did you mean `model.width`"):
+    with pytest.raises(ConfigError, match=r"did you mean `model\.width`"):
         load_config(config_path, ["model.widht=3"])
