@@ -53,3 +53,7 @@ def run_cli(
         timeout=timeout_s,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+# The same, with the MLP instead of the CNN (no BatchNorm; dropout set per test).
+FAST_MLP = [o for o in FAST if not o.startswith("model.")] + ["model.name=mlp"]
