@@ -81,3 +81,14 @@ def test_resume_from_an_epoch_boundary_continues_the_run_folder(tmp_path: Path) 
     assert summary["num_epochs"] == 3
     steps = [row["step"] for row in _metrics(tmp_path / "run")]
     assert steps == sorted(steps)  # no duplicated or reset steps
+
+
+def test_loader_workers_do_not_change_the_run(tmp_path: Path) -> None:
+    # The order comes from the sampler, not from worker processes: 0 and 2 workers agree.
+    fit(None, overrides=FAST, run_dir=tmp_path / "main")
+    fit(
+        None,
+        overrides=[*FAST, "data.num_workers=2", "data.persistent_workers=true"],
+        run_dir=tmp_path / "workers",
+    )
+    assert _metrics(tmp_path / "main") == _metrics(tmp_path / "workers")
