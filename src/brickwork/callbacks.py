@@ -141,6 +141,7 @@ class ModelCheckpoint:
         self.save_last, self.keep_k, self.every_n_epochs = save_last, keep_k, every_n_epochs
         self.extra_state = extra_state or {}
         self.best: dict[str, Any] | None = None  # {"value", "step", "epoch"}
+        self._last_saved_step: int | None = None
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         finished_epoch = state.epoch_of_step
@@ -154,11 +155,18 @@ class ModelCheckpoint:
         if is_best or periodic or state.should_stop:
             self.save(state, best=is_best)
 
+    def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
+        # A run stopped between epochs (a signal) has unsaved steps; a failed one has
+        # state we must not keep (e.g. NaN weights), so only the former is saved.
+        if summary["status"] == "preempted" and self._last_saved_step != state.step:
+            self.save(state)
+
     def save(self, state: TrainState, best: bool = False) -> Path:
         """Write a checkpoint of `state` now and move the aliases."""
         payload = state.state_dict()
         payload["extra"] = self.extra_state
         folder = save_checkpoint(payload, self.directory, state.step)
+        self._last_saved_step = state.step
         point_alias(self.directory, "last", folder)
         if best:
             point_alias(self.directory, "best", folder)

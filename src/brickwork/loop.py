@@ -38,6 +38,7 @@ from brickwork.console import ConsoleProgress
 from brickwork.data.bundle import save_data_facts
 from brickwork.data.loader import seed_loader_for_epoch
 from brickwork.loggers import MetricsFile, TensorBoardLogger
+from brickwork.preemption import StopOnSignal
 from brickwork.run import Run, open_run, write_summary
 from brickwork.state import TrainState, seed_everything, unwrap_model
 
@@ -91,6 +92,7 @@ def _fit(
     )
     callbacks: list[Any] = [
         *_finetune(config, model, optimizer, schedule),
+        StopOnSignal(),
         *_early_stopping(config),
         *user_callbacks,
         MetricsFile(run.metrics_file),
@@ -162,6 +164,8 @@ def _fit(
                     break
 
             epoch_complete = state.batch_in_epoch >= parts.batches_per_epoch
+            if not (epoch_complete or reached_max_steps):
+                break  # stopped mid-epoch (a signal): no epoch-end work, resume picks up here
             metrics = {"train/loss_epoch": state.epoch_loss.compute()}
             if reached_max_steps or (
                 epoch_complete and (state.epoch + 1) % trainer.val_every_n_epochs == 0
@@ -185,9 +189,7 @@ def _fit(
                 state.batch_in_epoch = 0
                 state.epoch_loss.reset()
             emit(callbacks, "on_epoch_end", state, metrics)
-        status = (
-            "early_stopped" if state.stop_reason and "early" in state.stop_reason else "completed"
-        )
+        status = _final_status(state.stop_reason)
     except KeyboardInterrupt as error:
         status = "interrupted"
         emit(callbacks, "on_exception", state, error)
@@ -243,6 +245,13 @@ def _group(loader: DataLoader[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(loader)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def _final_status(stop_reason: str | None) -> str:
+    """`completed`, or why the loop ended early: `early_stopped` or `preempted` (a signal)."""
+    if stop_reason is None or stop_reason.startswith("reached"):
+        return "completed"
+    return "preempted" if stop_reason.startswith("signal") else "early_stopped"
 
 
 def _finished(state: TrainState, config: Config) -> bool:

@@ -55,7 +55,7 @@ class StopAtStep:
 
     def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
         if state.step == self.step:
-            state.request_stop("test interruption")
+            state.request_stop("signal SIGTERM")  # as a preemption: saves mid-epoch
 
 
 def _name_of(model: torch.nn.Module, param: torch.Tensor) -> str:

@@ -35,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resume {args.resume}: no such run folder or checkpoint")
 
     from brickwork.loop import fit
+    from brickwork.preemption import EXIT_PREEMPTED
 
     summary = fit(config, overrides=overrides, run_dir=args.run_dir, resume=args.resume)
+    if summary["status"] == "preempted":
+        return EXIT_PREEMPTED
     return 0 if summary["status"] in ("completed", "early_stopped") else 1
 
 
