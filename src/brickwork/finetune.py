@@ -276,9 +276,3 @@ def _matches(name: str, pattern: str) -> bool:
 def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total - trainable
