@@ -275,4 +275,3 @@ def _matches(name: str, pattern: str) -> bool:
 
 def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
-
