@@ -89,6 +89,7 @@ def build_components(
             seed=config.seed,
             collate_fn=data.collate_fn,
             pin_memory=pin_memory,
+            targets=data.train_targets if train else None,
         )
 
     return Components(
@@ -105,8 +106,16 @@ def build_components(
 def build_optimization(
     config: Config, model: nn.Module, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, Schedule | None]:
-    """The optimizer over the trainable parameters, and the schedule (or None)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer over the trainable parameters, and the schedule (or None).
+
+    `finetune:` freezes parameters first and splits the rest into LR groups.
+    """
+    params: list[Any] = [p for p in model.parameters() if p.requires_grad]
+    if config.finetune.active:
+        from brickwork.finetune import build_param_groups, freeze_parameters
+
+        freeze_parameters(model, config.finetune)
+        params = build_param_groups(model, config.finetune, config.optimizer.lr)
     optimizer = build_optimizer(config.optimizer.name, params, config.optimizer.kwargs)
     if config.scheduler is None:
         return optimizer, None

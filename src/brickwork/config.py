@@ -72,12 +72,18 @@ class DataConfig(Component):
     prefetch_factor: PositiveInt | None = None
     shuffle: bool = True
     drop_last: bool = False
+    sampler: Literal["default", "weighted"] = Field(
+        "default", description="weighted: draw training samples by inverse class frequency"
+    )
 
 
 class ModelConfig(Component):
     name: str = "cnn"
     init: Literal["kaiming", "xavier", "orthogonal"] | None = Field(
         None, description="re-initialise conv/linear weights (biases zero); null keeps defaults"
+    )
+    pretrained: bool | str = Field(
+        False, description="true: hub weights (timm/torchvision); a path: a local weights file"
     )
 
 
@@ -104,6 +110,34 @@ class MetricConfig(Component):
 
 class CallbackConfig(Component):
     name: str
+
+
+class UnfreezeStage(_Section):
+    """Make the parameters matching `modules` trainable when epoch `at_epoch` starts."""
+
+    at_epoch: NonNegativeInt
+    modules: list[str] = Field(min_length=1)
+
+
+class FinetuneConfig(_Section):
+    """Freezing, gradual unfreezing and per-group learning rates (see brickwork.finetune)."""
+
+    freeze: Literal["backbone"] | list[str] = Field(
+        [], description="'backbone' (all but the classifier head) or name patterns"
+    )
+    frozen_bn_eval: bool = Field(True, description="keep fully frozen BatchNorm in eval mode")
+    unfreeze: list[UnfreezeStage] = []
+    lr_mult: dict[str, PositiveFloat] = Field(
+        {}, description="pattern (or 'backbone'/'head') -> multiplier of optimizer.lr"
+    )
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="timm layer-wise LR decay per layer group from the head"
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any of it changes the default (all trainable, one LR)."""
+        return bool(self.freeze or self.unfreeze or self.lr_mult or self.layer_decay)
 
 
 class TrainerConfig(_Section):
@@ -184,6 +218,7 @@ class Config(_Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig | None = None
     loss: LossConfig = LossConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     metrics: list[MetricConfig] = [MetricConfig(name="accuracy")]
     trainer: TrainerConfig = TrainerConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()

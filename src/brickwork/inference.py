@@ -35,6 +35,7 @@ def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, P
     if not (Path(run_dir) / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir}: not a brickwork run folder (no config.yaml)")
     config = load_config(Path(run_dir) / "config.yaml")
+    config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
     location = Path(checkpoint) if checkpoint not in ("best", "last") else Path(run_dir)
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
     verify_checkpoint(folder)

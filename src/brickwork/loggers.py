@@ -112,6 +112,8 @@ class TensorBoardLogger:
         samples = [self.val_dataset[i] for i in range(count)]
         if not isinstance(samples[0], tuple | list) or not isinstance(samples[0][0], torch.Tensor):
             return None
+        if len({tuple(s[0].shape) for s in samples}) > 1:  # variable-length (text): no stacking
+            return None
         inputs = torch.stack([s[0] for s in samples])
         targets = torch.as_tensor([int(s[1]) for s in samples])
         return inputs, targets

@@ -35,6 +35,7 @@ from brickwork.components import (
 )
 from brickwork.config import Config, load_config
 from brickwork.console import ConsoleProgress
+from brickwork.data.bundle import save_data_facts
 from brickwork.data.loader import seed_loader_for_epoch
 from brickwork.loggers import MetricsFile, TensorBoardLogger
 from brickwork.preemption import StopOnSignal
@@ -77,6 +78,7 @@ def _fit(
     seed_everything(config.seed)
     device = resolve_device(trainer.device)
     parts = build_components(config, device, compute_loss)
+    save_data_facts(parts.data, run.directory / "data.json")
     model = parts.model
     steps_per_epoch = -(-parts.batches_per_epoch // trainer.accumulate_grad_batches)
     optimizer, schedule = build_optimization(config, model, steps_per_epoch)
@@ -89,6 +91,7 @@ def _fit(
         extra_state={"config": config.to_dict(), "versions": _versions()},
     )
     callbacks: list[Any] = [
+        *_finetune(config, model, optimizer, schedule),
         StopOnSignal(),
         *_early_stopping(config),
         *user_callbacks,
@@ -285,6 +288,14 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _finetune(config: Config, model: nn.Module, optimizer: Any, schedule: Any) -> list[Any]:
+    if not config.finetune.active:
+        return []
+    from brickwork.finetune import Finetune
+
+    return [Finetune(model, optimizer, schedule, config.finetune, config.optimizer.lr)]
 
 
 def _early_stopping(config: Config) -> list[Any]:

@@ -28,8 +28,14 @@ KINDS = ("model", "dataset", "optimizer", "scheduler", "loss", "metric", "callba
 
 # Modules whose import registers the built-ins of each kind.
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
-    "model": ("brickwork.models.basic",),
-    "dataset": ("brickwork.data.digits",),
+    "model": ("brickwork.models.basic", "brickwork.models.text", "brickwork.models.zoo"),
+    "dataset": (
+        "brickwork.data.digits",
+        "brickwork.data.image_folder",
+        "brickwork.data.image_csv",
+        "brickwork.data.tabular_csv",
+        "brickwork.data.text_csv",
+    ),
     "optimizer": ("brickwork.optim",),
     "scheduler": ("brickwork.optim",),
     "loss": ("brickwork.losses",),

@@ -4,6 +4,7 @@
         config.yaml      the resolved config, overrides applied
         metrics.jsonl    one JSON object per logged step or epoch
         summary.json     status, best monitored value, final metrics, timing, versions
+        data.json        label names and preprocessing fitted on the training split
         tb/              TensorBoard events
         checkpoints/     step-N folders, with `last` and `best` links
         train.log        the human-readable log

@@ -121,8 +121,17 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
-        """Put a `state_dict()` back; the objects must have been built from the same config."""
+        """Put a `state_dict()` back; the objects must have been built from the same config.
+
+        Callbacks come first: one may reshape the optimizer (gradual unfreezing adds
+        param groups), and the optimizer's saved state only loads into the same shape.
+        """
         unwrap_model(self.model).load_state_dict(state["model"])
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            key = callback_key(cb)
+            if key in saved and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved[key])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state.get("scheduler") is not None:
             self.schedule.scheduler.load_state_dict(state["scheduler"])
@@ -134,11 +143,6 @@ class TrainState:
         self.batch_in_epoch = int(counters["batch_in_epoch"])
         self.interval_loss.load_state_dict(state["meters"]["interval_loss"])
         self.epoch_loss.load_state_dict(state["meters"]["epoch_loss"])
-        saved = state.get("callbacks", {})
-        for cb in self.callbacks:
-            key = callback_key(cb)
-            if key in saved and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(saved[key])
         if restore_rng_state:
             restore_rng(state["rng"])
 

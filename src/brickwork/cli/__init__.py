@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("brickwork.cli.train", "train a model from a YAML config"),
     "evaluate": ("brickwork.cli.evaluate", "compute metrics of a trained run on a split"),
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
+    "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
 }
 
 

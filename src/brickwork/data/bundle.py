@@ -53,6 +53,35 @@ class DataBundle:
         return dataset
 
 
+def save_data_facts(bundle: DataBundle, path: Path) -> None:
+    """Write what the run learned about its data (label names, fitted preprocessing) as JSON.
+
+    `predict` and `evaluate` rebuild the data from the run's config and print these
+    label names; the file keeps them readable without brickwork.
+    """
+    import json
+
+    from brickwork.run import write_atomically
+
+    facts = {
+        "label_names": bundle.label_names,
+        "num_classes": bundle.num_classes,
+        "input_shape": list(bundle.input_shape) if bundle.input_shape else None,
+        **{k: v for k, v in bundle.extra.items() if _is_json(v)},
+    }
+    write_atomically(path, json.dumps(facts, indent=1) + "\n")
+
+
+def _is_json(value: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def build_data(config: Config) -> DataBundle:
     """Build the dataset named by `config.data.name` with its keyword arguments."""
     bundle = registry.build(

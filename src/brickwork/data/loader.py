@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from brickwork.config import DataConfig
 from brickwork.data.sampler import ResumableSampler
+from brickwork.errors import ConfigError
 
 
 def build_dataloader(
@@ -28,13 +29,19 @@ def build_dataloader(
     pin_memory: bool = False,
     num_replicas: int = 1,
     rank: int = 0,
+    targets: torch.Tensor | None = None,
 ) -> DataLoader[Any]:
     """A DataLoader driven by a `ResumableSampler`.
 
     The loader's generator is re-seeded by the loop at each epoch start (see
     `seed_loader_for_epoch`), so worker seeds depend on (seed, epoch) only and a
     resumed run hands its workers the same seeds the interrupted one did.
+    With `data.sampler: weighted` and training `targets`, samples are drawn with
+    probability inversely proportional to their class's frequency.
     """
+    weights = None
+    if train and data.sampler == "weighted":
+        weights = balanced_sample_weights(targets)
     sampler = ResumableSampler(
         len(dataset),  # type: ignore[arg-type]
         shuffle=train and data.shuffle,
@@ -42,6 +49,7 @@ def build_dataloader(
         num_replicas=num_replicas,
         rank=rank,
         drop_last=False,
+        weights=weights,
     )
     workers = data.num_workers
     return DataLoader(
@@ -57,6 +65,17 @@ def build_dataloader(
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def balanced_sample_weights(targets: torch.Tensor | None) -> torch.Tensor:
+    """One weight per sample, 1 / (count of its class), so each class is drawn equally often."""
+    if targets is None:
+        raise ConfigError(
+            "data.sampler = 'weighted' needs the training labels, and this dataset gives none "
+            "(DataBundle.train_targets); use data.sampler: default"
+        )
+    counts = torch.bincount(targets.long())
+    return 1.0 / counts[targets.long()].double()
 
 
 def seed_loader_for_epoch(loader: DataLoader[Any], seed: int, epoch: int, start_index: int) -> None:

@@ -5,6 +5,8 @@ very same order the interrupted run saw. The order is therefore a pure function 
 (seed, epoch), and the sampler can start at any index of it. Splitting across
 ranks works like `DistributedSampler` (pad to a multiple of the world size, then
 take every `num_replicas`-th index), so one class serves one process and many.
+With `weights`, each epoch is a seeded draw with replacement (`data.sampler: weighted`),
+equally resumable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    """Seeded per-epoch shuffling that can start at any position.
+    """Seeded per-epoch shuffling (or weighted drawing) that can start at any position.
 
     Example:
         >>> sampler = ResumableSampler(100, shuffle=True, seed=0)
@@ -33,6 +35,7 @@ class ResumableSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        weights: torch.Tensor | None = None,
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
@@ -42,6 +45,7 @@ class ResumableSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
+        self.weights = weights
         self.epoch = 0
         self.start_index = 0
 
@@ -59,7 +63,11 @@ class ResumableSampler(Sampler[int]):
 
     def indices(self) -> list[int]:
         """This rank's full order for the current epoch."""
-        if self.shuffle:
+        if self.weights is not None:  # a weighted draw with replacement, seeded like a shuffle
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            drawn = torch.multinomial(self.weights, self.num_samples, True, generator=generator)
+            order = drawn.tolist()
+        elif self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:

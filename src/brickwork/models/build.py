@@ -16,17 +16,35 @@ if TYPE_CHECKING:
 
 
 def build_model(model: ModelConfig, data: DataBundle) -> nn.Module:
-    """Instantiate `model.name` with its kwargs plus the data facts it asks for."""
+    """Instantiate `model.name` with its kwargs plus the data facts it asks for.
+
+    `model.pretrained: true` is handed to factories that take `pretrained` (timm/,
+    torchvision/); a path is loaded here, after `init`, into any model.
+    """
     facts = {
         "num_classes": data.num_classes,
         "input_shape": tuple(data.input_shape) if data.input_shape else None,
         "in_channels": data.input_shape[0] if data.input_shape else None,
+        "vocab_size": data.extra.get("vocab_size"),
     }
-    module = registry.build("model", model.name, model.kwargs, provided=facts)
+    kwargs = model.kwargs
+    if model.pretrained is True:
+        accepted, _ = registry.accepted_kwargs(registry.get("model", model.name))
+        if "pretrained" not in accepted:
+            raise ConfigError(
+                f"model.pretrained = true: model '{model.name}' has no hub weights; "
+                "set model.pretrained to a local .safetensors/.pth file or checkpoint folder"
+            )
+        kwargs["pretrained"] = True
+    module = registry.build("model", model.name, kwargs, provided=facts)
     if not isinstance(module, nn.Module):
         raise TypeError(f"model '{model.name}' returned {type(module).__name__}, not an nn.Module")
     if model.init is not None:
         initialize_weights(module, model.init)
+    if isinstance(model.pretrained, str):
+        from brickwork.models.pretrained import load_pretrained
+
+        load_pretrained(module, model.pretrained)
     return module
 
 

@@ -1,0 +1,206 @@
+"""`text_csv`: text and label columns, a tokenizer, a vocabulary and a padding collate.
+
+    data:
+      name: text_csv
+      csv: data/reviews.csv
+      text_column: text
+      label_column: label
+      tokenizer: whitespace        # whitespace | characters | hf:<name or local folder>
+      lowercase: true
+      max_length: 256              # longer texts are cut
+      min_freq: 1                  # rarer tokens become <unk>
+    model:
+      name: text_rnn               # or text_transformer; vocab_size comes from the data
+
+The vocabulary is built on the training split only (id 0 is padding, 1 is `<unk>`) and
+written to the run's `data.json`. `hf:` uses a Hugging Face tokenizer when
+`transformers` is installed (offline: a local folder). Batches are
+`({"tokens": (B, T), "lengths": (B,), "mask": (B, T)}, targets)`, padded to the
+longest sequence in the batch by `pad_collate`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from brickwork.data.bundle import DataBundle
+from brickwork.data.image_csv import label_index, read_csv_columns, sorted_labels
+from brickwork.data.split import split_indices
+from brickwork.errors import ConfigError
+from brickwork.registry import register
+
+PAD, UNK = 0, 1
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+@register("dataset", "text_csv")
+def build_text_csv(
+    csv: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    tokenizer: str = "whitespace",
+    lowercase: bool = True,
+    max_length: int = 256,
+    min_freq: int = 1,
+    max_vocab_size: int | None = None,
+    val_csv: str | None = None,
+    test_csv: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.0,
+    seed: int = 42,
+) -> DataBundle:
+    """Token-id sequences and labels; vocabulary from the training split."""
+    columns = [text_column, label_column]
+    rows = read_csv_columns(Path(csv), columns, "csv")
+    label_names = sorted_labels([row[label_column] for row in rows])
+    labels = [
+        label_index(r[label_column], label_names, Path(csv), i + 2, label_column)
+        for i, r in enumerate(rows)
+    ]
+    texts: dict[str, list[str]] = {}
+    targets: dict[str, list[int]] = {}
+    for split, file, fraction in (
+        ("test", test_csv, test_fraction),
+        ("val", val_csv, val_fraction),
+    ):
+        if file is not None:
+            other = read_csv_columns(Path(file), columns, f"{split}_csv")
+            texts[split] = [r[text_column] for r in other]
+            targets[split] = [
+                label_index(r[label_column], label_names, Path(file), i + 2, label_column)
+                for i, r in enumerate(other)
+            ]
+            continue
+        kept, taken = split_indices(labels, fraction, seed, split)
+        texts[split], targets[split] = (
+            [rows[i][text_column] for i in taken],
+            [labels[i] for i in taken],
+        )
+        rows, labels = [rows[i] for i in kept], [labels[i] for i in kept]
+    texts["train"], targets["train"] = [r[text_column] for r in rows], labels
+    encode, vocabulary, vocab_size = build_encoder(
+        tokenizer, texts["train"], lowercase, max_length, min_freq, max_vocab_size
+    )
+
+    def dataset(split: str) -> TokenSequences:
+        return TokenSequences([encode(t) for t in texts[split]], targets[split])
+
+    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
+        new_rows = read_csv_columns(Path(path), [text_column], "--input")
+        encoded = [encode(r[text_column]) for r in new_rows]
+        return TokenSequences(encoded, None), [str(i) for i in range(len(new_rows))]
+
+    return DataBundle(
+        train=dataset("train"),
+        val=dataset("val"),
+        test=dataset("test") if texts["test"] else None,
+        num_classes=len(label_names),
+        label_names=label_names,
+        train_targets=torch.tensor(targets["train"], dtype=torch.long),
+        collate_fn=pad_collate,
+        load_unlabeled=load_unlabeled,
+        extra={"vocab_size": vocab_size, "fitted": {"vocabulary": vocabulary}},
+    )
+
+
+class TokenSequences(Dataset[Any]):
+    """Token-id tensors with labels (or without, for `predict`)."""
+
+    def __init__(self, sequences: list[torch.Tensor], targets: list[int] | None) -> None:
+        self.sequences, self.targets = sequences, targets
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> Any:
+        if self.targets is None:
+            return (self.sequences[index],)
+        return self.sequences[index], self.targets[index]
+
+
+def pad_collate(samples: Sequence[Any]) -> tuple[Any, ...]:
+    """Pad variable-length token sequences to the batch's longest, with lengths and mask.
+
+    Example:
+        >>> inputs, targets = pad_collate([(torch.tensor([5, 6, 7]), 0), (torch.tensor([8]), 1)])
+        >>> inputs["tokens"].tolist(), inputs["lengths"].tolist()
+        ([[5, 6, 7], [8, 0, 0]], [3, 1])
+    """
+    sequences = [sample[0] for sample in samples]
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)  # (B,)
+    tokens = torch.full((len(sequences), int(lengths.max())), PAD, dtype=torch.long)  # (B, T)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = sequence
+    mask = torch.arange(tokens.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    inputs = {"tokens": tokens, "lengths": lengths, "mask": mask}
+    if len(samples[0]) == 1:
+        return (inputs,)
+    return inputs, torch.tensor([sample[1] for sample in samples], dtype=torch.long)
+
+
+def build_encoder(
+    tokenizer: str,
+    train_texts: list[str],
+    lowercase: bool,
+    max_length: int,
+    min_freq: int,
+    max_vocab_size: int | None,
+) -> tuple[Callable[[str], torch.Tensor], list[str], int]:
+    """text -> token ids (at least one id, at most `max_length`), the vocabulary and its size."""
+    if tokenizer.startswith("hf:"):
+        return _hf_encoder(tokenizer.removeprefix("hf:"), max_length)
+    split = _splitter(tokenizer)
+
+    def tokens(text: str) -> list[str]:
+        return split(text.lower() if lowercase else text)[:max_length]
+
+    counts = Counter(token for text in train_texts for token in tokens(text))
+    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+    vocabulary = ["<pad>", "<unk>", *kept[:max_vocab_size]]
+    ids = {token: index for index, token in enumerate(vocabulary)}
+
+    def encode(text: str) -> torch.Tensor:
+        encoded = [ids.get(token, UNK) for token in tokens(text)] or [UNK]
+        return torch.tensor(encoded, dtype=torch.long)
+
+    return encode, vocabulary, len(vocabulary)
+
+
+def _splitter(tokenizer: str) -> Callable[[str], list[str]]:
+    if tokenizer == "whitespace":
+        return lambda text: _WORD.findall(text)
+    if tokenizer == "characters":
+        return list
+    raise ConfigError(
+        f"data.tokenizer = '{tokenizer}': expected whitespace, characters or hf:<name or folder>"
+    )
+
+
+def _hf_encoder(name: str, max_length: int) -> tuple[Callable[[str], torch.Tensor], list[str], int]:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ConfigError(
+            f"data.tokenizer = 'hf:{name}' needs the transformers package; "
+            "pip install transformers, or use tokenizer: whitespace"
+        ) from None
+    try:
+        hf = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"data.tokenizer = 'hf:{name}': cannot load it ({str(error).splitlines()[0][:160]}); "
+            "offline, give the path of a folder saved with tokenizer.save_pretrained"
+        ) from None
+
+    def encode(text: str) -> torch.Tensor:
+        ids = hf(text, truncation=True, max_length=max_length)["input_ids"] or [UNK]
+        return torch.tensor(ids, dtype=torch.long)
+
+    return encode, [], len(hf)

@@ -1,0 +1,165 @@
+"""Load local pretrained weights (`model.pretrained: PATH`) into any model, loudly.
+
+Accepts a `.safetensors` file, a `.pth`/`.pt`/`.bin` file (read with
+`torch.load(weights_only=True)`, which cannot run code), or a brickwork checkpoint
+folder (its `model.safetensors`). Common wrappings are undone: a `state_dict` or `model`
+entry, and `module.` / `_orig_mod.` prefixes from DDP and torch.compile.
+
+Tensors whose shape differs from the model's are not loaded. In the classifier head
+that is expected (a new class count) and reported as such; anywhere else it is a
+warning, as are missing and unexpected keys. Nothing matching at all is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from brickwork.errors import ConfigError
+
+log = logging.getLogger("brickwork")
+
+_TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
+_SHOWN = 5
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did with each key of the file."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    head_mismatch: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain `{name: tensor}` state_dict from a weights file or checkpoint folder."""
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise ConfigError(
+            f"model.pretrained = '{path}': no such file; give a .safetensors or .pth file "
+            "(or a brickwork checkpoint folder)"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix not in _TORCH_SUFFIXES:
+        raise ConfigError(
+            f"model.pretrained = '{path}': unknown weights format '{path.suffix}'; "
+            "expected .safetensors, .pth, .pt or .bin"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle refusals and corrupt files alike
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ConfigError(
+            f"model.pretrained = '{path}': cannot read it with torch.load(weights_only=True) "
+            f"({first}); save a plain state_dict, or convert it to .safetensors"
+        ) from None
+    return _unwrap(loaded, path)
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
+    """Copy the weights in `path` into `model` where names and shapes agree, and report.
+
+    Example:
+        >>> report = load_pretrained(model, "resnet18.safetensors")
+        >>> report.head_mismatch
+        ['fc.weight', 'fc.bias']
+    """
+    from brickwork.finetune import find_head
+
+    weights = read_weights(path)
+    own = model.state_dict()
+    head = _head_prefixes(model, find_head)
+    report = LoadReport()
+    usable: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != tensor.shape:
+            in_head = any(key == h or key.startswith(h + ".") for h in head)
+            (report.head_mismatch if in_head else report.shape_mismatch).append(key)
+        else:
+            usable[key] = tensor
+    if not usable:
+        raise ConfigError(
+            f"model.pretrained = '{path}': none of its {len(weights)} tensors fit the model "
+            f"(e.g. '{next(iter(weights), '')}' vs '{next(iter(own), '')}'); "
+            "are these weights for a different architecture?"
+        )
+    model.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    report.missing = [k for k in own if k not in usable and k not in report.head_mismatch]
+    _log_report(report, path)
+    return report
+
+
+def _head_prefixes(model: nn.Module, find_head: object) -> list[str]:
+    try:
+        return list(find_head(model))  # type: ignore[operator]
+    except ConfigError:
+        return []
+
+
+def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ConfigError(
+            f"model.pretrained = '{path}': expected a state_dict of tensors, got "
+            f"{type(loaded).__name__}; save model.state_dict()"
+        )
+    out = {}
+    for key, tensor in loaded.items():
+        for prefix in ("module.", "_orig_mod."):
+            key = key.removeprefix(prefix)
+        out[key] = tensor
+    return out
+
+
+def _log_report(report: LoadReport, path: str | Path) -> None:
+    log.info("pretrained: loaded %d tensors from %s", len(report.loaded), path)
+    if report.head_mismatch:
+        log.info(
+            "pretrained: classifier head not loaded, its shape differs as expected for a new "
+            "class count (%s); it starts freshly initialised",
+            _shorten(report.head_mismatch),
+        )
+    if report.shape_mismatch:
+        log.warning(
+            "pretrained: %d tensors outside the head have other shapes and were skipped: %s",
+            len(report.shape_mismatch),
+            _shorten(report.shape_mismatch),
+        )
+    missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
+    if missing:
+        log.warning(
+            "pretrained: %d model tensors are not in the file and keep their initial values: %s",
+            len(missing),
+            _shorten(missing),
+        )
+    if report.unexpected:
+        log.warning(
+            "pretrained: %d tensors in the file match no model key and were ignored: %s",
+            len(report.unexpected),
+            _shorten(report.unexpected),
+        )
+
+
+def _shorten(keys: list[str]) -> str:
+    more = f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more
