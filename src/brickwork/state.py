@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from brickwork.distributed import gather_objects, get_rank, get_world_size
+
 if TYPE_CHECKING:
     from brickwork.callbacks import Callback
     from brickwork.optim import Schedule
@@ -41,10 +43,16 @@ class RunningMean:
         self.count += num_samples
 
     def compute(self) -> float:
-        """The mean so far (NaN when empty); `.item()` here is a device sync."""
-        return (
-            (self.total / self.count).item() if self.total is not None and self.count else math.nan
-        )
+        """The mean so far over all ranks (NaN when empty); a device sync.
+
+        Under DDP this is a collective (one all_reduce of sum and count): every rank
+        must call it at the same point, which the loop does (logging steps, epoch ends).
+        """
+        from brickwork.distributed import sum_across_ranks
+
+        total = self.total if self.total is not None else 0.0
+        summed, count = sum_across_ranks(total, float(self.count))
+        return summed / count if count else math.nan
 
     def reset(self) -> None:
         self.total, self.count = None, 0
@@ -118,6 +126,8 @@ class TrainState:
                 if hasattr(cb, "state_dict")
             },
             "rng": capture_rng(),
+            # Under DDP every rank's generators, in rank order (a collective: all ranks save).
+            "rng_per_rank": gather_objects(capture_rng()) if get_world_size() > 1 else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
@@ -140,7 +150,7 @@ class TrainState:
             if key in saved and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(saved[key])
         if restore_rng_state:
-            restore_rng(state["rng"])
+            restore_rng(_rng_of_this_rank(state))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -192,6 +202,21 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's saved generators; a run resumed on another world size re-derives them."""
+    per_rank = state.get("rng_per_rank")
+    rank, world_size = get_rank(), get_world_size()
+    if per_rank is not None and len(per_rank) == world_size:
+        return dict(per_rank[rank])
+    if world_size > 1 and rank > 0:
+        # Saved by a different number of processes: rank 0's stream, offset per rank.
+        restore_rng(state["rng"])
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed_everything(seed + rank)
+        return capture_rng()
+    return dict(state["rng"])
 
 
 def _as_tuples(value: Any) -> Any:

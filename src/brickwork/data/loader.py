@@ -34,6 +34,10 @@ def build_dataloader(
     The loader's generator is re-seeded by the loop at each epoch start (see
     `seed_loader_for_epoch`), so worker seeds depend on (seed, epoch) only and a
     resumed run hands its workers the same seeds the interrupted one did.
+
+    With `num_replicas > 1` each rank reads its own share: training pads by wrapping so
+    every rank takes the same number of steps, evaluation (`train=False`) does not pad
+    so no sample is counted twice.
     """
     sampler = ResumableSampler(
         len(dataset),  # type: ignore[arg-type]
@@ -42,6 +46,7 @@ def build_dataloader(
         num_replicas=num_replicas,
         rank=rank,
         drop_last=False,
+        pad=train,
     )
     workers = data.num_workers
     return DataLoader(
@@ -60,12 +65,18 @@ def build_dataloader(
 
 
 def seed_loader_for_epoch(loader: DataLoader[Any], seed: int, epoch: int, start_index: int) -> None:
-    """Point the loader's sampler at (epoch, position) and fix its workers' base seed."""
+    """Point the loader's sampler at (epoch, position) and fix its workers' base seed.
+
+    Worker seeds also depend on the rank, so two ranks' workers never draw the same
+    augmentations; rank 0 keeps the single-process seeds.
+    """
     sampler = loader.sampler
+    rank = 0
     if isinstance(sampler, ResumableSampler):
         sampler.set_epoch(epoch, start_index)
+        rank = sampler.rank
     if loader.generator is not None:
-        loader.generator.manual_seed(seed * 100_003 + epoch)
+        loader.generator.manual_seed(seed * 100_003 + epoch + rank * 1_000_003)
 
 
 def seed_worker(worker_id: int) -> None:
