@@ -335,8 +335,8 @@ def launch_processes(num_processes: int, argv: Sequence[str]) -> int:
     """Run `python -m brickwork ARGV` in `num_processes` ranks through torchrun; its exit code.
 
     Uses torchrun's own launcher (elastic agent, `--standalone` rendezvous on a free
-    local port). When every rank exits with the same code (75 after a SIGTERM, 2 for
-    a user error) that code is returned; any other failure returns 1.
+    local port). When the ranks exit with the same code (75 after a SIGTERM, 2 for a
+    user error) that code is returned; any other failure returns 1.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -350,7 +350,9 @@ def launch_processes(num_processes: int, argv: Sequence[str]) -> int:
     try:
         run(args)
     except ChildFailedError as error:
-        codes = {failure.exitcode for failure in error.failures.values()}
+        # Negative codes are ranks the agent itself terminated once the first rank had
+        # exited; the codes ranks chose themselves tell what happened.
+        codes = {f.exitcode for f in error.failures.values() if f.exitcode >= 0}
         return codes.pop() if len(codes) == 1 and codes <= {2, EXIT_PREEMPTED} else 1
     except SignalException:
         # The agent forwarded the signal to the ranks, which stopped together and saved.
