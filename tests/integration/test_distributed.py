@@ -168,3 +168,35 @@ def _child_with_rank(parent: int, rank: int) -> int:
         if ppid == parent and f"RANK={rank}".encode() in environ:
             return int(entry.name)
     raise AssertionError(f"no child of {parent} with RANK={rank}")
+
+
+STALLING_MODEL = '''
+import os, time
+from brickwork.models.basic import MLP
+from brickwork.registry import register
+
+
+@register("model", "stalling_mlp")
+class StallingMLP(MLP):
+    """An MLP whose rank 1 hangs for 8 s in its third training forward."""
+
+    calls = 0
+
+    def forward(self, x):
+        StallingMLP.calls += self.training
+        if os.environ.get("RANK") == "1" and StallingMLP.calls == 3:
+            time.sleep(8)
+        return super().forward(x)
+'''
+
+
+def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
+    (tmp_path / "stall.py").write_text(STALLING_MODEL)
+    args = [*BASE, f"imports=[{tmp_path / 'stall.py'}]", "model.name=stalling_mlp"]
+    args += ["trainer.devices=2", "trainer.dist_timeout_s=3", "trainer.max_epochs=1"]
+    result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
+    assert result.returncode == 1
+    assert "rank 0 of 2: a collective waited more than trainer.dist_timeout_s=3s" in result.stderr
+    run = summary(tmp_path / "run")
+    assert run["status"] == "failed"
+    assert run["wall_s"] < 10  # rank 0 gave up after the timeout, not after rank 1's 8 s
