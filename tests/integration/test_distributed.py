@@ -199,4 +199,4 @@ def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
     assert "rank 0 of 2: a collective waited more than trainer.dist_timeout_s=3s" in result.stderr
     run = summary(tmp_path / "run")
     assert run["status"] == "failed"
-    assert run["wall_s"] < 10  # rank 0 gave up after the timeout, not after rank 1's 8 s
+    assert run["wall_s"] < 6  # rank 0 gave up after the timeout, not after rank 1's 8 s
