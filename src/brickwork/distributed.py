@@ -344,6 +344,11 @@ def launch_processes(num_processes: int, argv: Sequence[str]) -> int:
 
     from brickwork.preemption import EXIT_PREEMPTED
 
+    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.devices = {num_processes}: this machine has "
+            f"{torch.cuda.device_count()} GPU(s); use at most that many"
+        )
     args = parse_args(
         ["--standalone", f"--nproc-per-node={num_processes}", "-m", "brickwork", *argv]
     )

@@ -144,6 +144,8 @@ def _fit(
     started, status, metrics = time.perf_counter(), "running", {}
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
     log.info(describe_batch(config, world_size))
+    if main and (world_size > 1 or config.data.global_batch_size is not None):
+        print(f"brickwork: {describe_batch(config, world_size)}", flush=True)
 
     emit(callbacks, "on_fit_start", state)
     try:

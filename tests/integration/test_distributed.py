@@ -144,6 +144,16 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -
     assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == f"step-{step:08d}"
 
 
+def test_early_stopping_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
+    args = [*BASE, "data.batch_size=64", "trainer.devices=2", "trainer.max_epochs=6"]
+    args += ["early_stopping={monitor: val/loss, patience: 1, min_delta: 100}"]
+    result = run_cli(["train", *args, "--run-dir", "run"])
+    check(result)
+    run = summary(tmp_path / "run")
+    assert (run["status"], run["num_epochs"]) == ("early_stopped", 2)
+    assert "global batch 128 = 2 process(es)" in result.stdout
+
+
 def _wait_for(condition, process: subprocess.Popen[str], timeout_s: float = 90) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
