@@ -126,8 +126,10 @@ class TrainState:
                 if hasattr(cb, "state_dict")
             },
             "rng": capture_rng(),
-            # Under DDP every rank's generators, in rank order (a collective: all ranks save).
+            # Under DDP every rank's generators and loss sums, in rank order (collectives:
+            # every rank calls this at the same step, rank 0 writes the result).
             "rng_per_rank": gather_objects(capture_rng()) if get_world_size() > 1 else None,
+            "meters_per_rank": self._gather_meters() if get_world_size() > 1 else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
@@ -142,8 +144,9 @@ class TrainState:
         self.step = int(counters["step"])
         self.epoch = int(counters["epoch"])
         self.batch_in_epoch = int(counters["batch_in_epoch"])
-        self.interval_loss.load_state_dict(state["meters"]["interval_loss"])
-        self.epoch_loss.load_state_dict(state["meters"]["epoch_loss"])
+        meters = _meters_of_this_rank(state)
+        self.interval_loss.load_state_dict(meters["interval_loss"])
+        self.epoch_loss.load_state_dict(meters["epoch_loss"])
         saved = state.get("callbacks", {})
         for cb in self.callbacks:
             key = callback_key(cb)
@@ -151,6 +154,10 @@ class TrainState:
                 cb.load_state_dict(saved[key])
         if restore_rng_state:
             restore_rng(_rng_of_this_rank(state))
+
+    def _gather_meters(self) -> list[dict[str, Any]]:
+        own = {"interval_loss": self.interval_loss, "epoch_loss": self.epoch_loss}
+        return gather_objects({name: _on_cpu(m.state_dict()) for name, m in own.items()})
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -217,6 +224,37 @@ def _rng_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
         seed_everything(seed + rank)
         return capture_rng()
     return dict(state["rng"])
+
+
+def _meters_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's running loss sums, so the logged mean continues exactly across resumes.
+
+    Saved by as many ranks as now: each takes its own. Otherwise rank 0 takes the
+    saved ranks' sums added up and the others start empty: the mean over ranks is kept.
+    """
+    per_rank = state.get("meters_per_rank")
+    rank, world_size = get_rank(), get_world_size()
+    if per_rank is not None and len(per_rank) == world_size:
+        return dict(per_rank[rank])
+    if per_rank is None and world_size == 1:
+        return dict(state["meters"])
+    saved = per_rank or [state["meters"]]
+    if rank > 0:
+        return {name: {"total": None, "count": 0} for name in saved[0]}
+    return {name: _add_meters([ranks[name] for ranks in saved]) for name in saved[0]}
+
+
+def _add_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
+    totals = [m["total"] for m in meters if m["total"] is not None]
+    return {
+        "total": torch.stack([t.float().cpu() for t in totals]).sum() if totals else None,
+        "count": sum(int(m["count"]) for m in meters),
+    }
+
+
+def _on_cpu(meter: dict[str, Any]) -> dict[str, Any]:
+    total = meter["total"]
+    return {"total": total.cpu() if total is not None else None, "count": meter["count"]}
 
 
 def _as_tuples(value: Any) -> Any:
