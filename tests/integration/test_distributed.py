@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from brickwork.checkpoint import load_checkpoint
+from brickwork.loop import fit
 from brickwork.preemption import EXIT_PREEMPTED
 from tests.conftest import run_cli
 
@@ -72,7 +73,7 @@ STEPS = [*BASE, "trainer.max_steps=12", "trainer.max_epochs=null"]
 def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same 12 steps by one process of batch 32 and by two processes of batch 16."""
     root = tmp_path_factory.mktemp("ddp")
-    check(run_cli(["train", *STEPS, "data.batch_size=32", "--run-dir", str(root / "one")]))
+    fit(None, overrides=[*STEPS, "data.batch_size=32"], run_dir=root / "one")  # in-process
     check(torchrun(["train", *STEPS, "data.batch_size=16", "--run-dir", str(root / "two")]))
     return root / "one", root / "two"
 
@@ -93,7 +94,7 @@ def test_checkpoints_move_between_one_and_two_processes(
     one, two = (shutil.copytree(run, tmp_path / run.name, symlinks=True) for run in one_and_two)
     more = ["trainer.max_steps=24"]
     check(torchrun(["train", *more, "data.batch_size=16", "--resume", str(one)]))
-    check(run_cli(["train", *more, "data.batch_size=32", "--resume", str(two)]))
+    fit(None, overrides=[*more, "data.batch_size=32"], resume=two)
     assert summary(one)["num_steps"] == summary(two)["num_steps"] == 24
     assert_same_weights(weights(one), weights(two))
 
@@ -191,14 +192,14 @@ from brickwork.registry import register
 
 @register("model", "stalling_mlp")
 class StallingMLP(MLP):
-    """An MLP whose rank 1 hangs for 8 s in its third training forward."""
+    """An MLP whose rank 1 hangs for 5 s in its third training forward."""
 
     calls = 0
 
     def forward(self, x):
         StallingMLP.calls += self.training
         if os.environ.get("RANK") == "1" and StallingMLP.calls == 3:
-            time.sleep(8)
+            time.sleep(5)
         return super().forward(x)
 '''
 
@@ -206,10 +207,10 @@ class StallingMLP(MLP):
 def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
     (tmp_path / "stall.py").write_text(STALLING_MODEL)
     args = [*BASE, f"imports=[{tmp_path / 'stall.py'}]", "model.name=stalling_mlp"]
-    args += ["trainer.devices=2", "trainer.dist_timeout_s=3", "trainer.max_epochs=1"]
+    args += ["trainer.devices=2", "trainer.dist_timeout_s=2", "trainer.max_epochs=1"]
     result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
     assert result.returncode == 1
-    assert "rank 0 of 2: a collective waited more than trainer.dist_timeout_s=3s" in result.stderr
+    assert "rank 0 of 2: a collective waited more than trainer.dist_timeout_s=2s" in result.stderr
     run = summary(tmp_path / "run")
     assert run["status"] == "failed"
-    assert run["wall_s"] < 6  # rank 0 gave up after the timeout, not after rank 1's 8 s
+    assert run["wall_s"] < 4.5  # rank 0 gave up after the timeout, not after rank 1's 5 s
