@@ -160,9 +160,16 @@ def wrap_model(model: nn.Module, trainer: TrainerConfig, device: torch.device) -
     """DistributedDataParallel across ranks, DataParallel for `strategy: dp`, else as is."""
     if trainer.strategy == "dp":
         return _data_parallel(model, trainer, device)
+    sync_batchnorm = trainer.sync_batchnorm and device.type == "cuda"
+    if trainer.sync_batchnorm and not sync_batchnorm:
+        warnings.warn(
+            f"trainer.sync_batchnorm=true is ignored on {device.type}: PyTorch's SyncBatchNorm "
+            "runs on CUDA only, so each process keeps its own BatchNorm statistics",
+            stacklevel=2,
+        )
     if get_world_size() == 1:
         return model
-    if trainer.sync_batchnorm:
+    if sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return nn.parallel.DistributedDataParallel(
         model,

@@ -105,6 +105,14 @@ def test_dp_strategy_without_cuda_is_a_clear_error() -> None:
         wrap_model(nn.Linear(2, 2), trainer, torch.device("cpu"))
 
 
+def test_sync_batchnorm_without_cuda_warns_and_keeps_batchnorm() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    trainer = config("trainer.sync_batchnorm=true").trainer
+    with pytest.warns(UserWarning, match="sync_batchnorm=true is ignored on cpu"):
+        wrapped = wrap_model(model, trainer, torch.device("cpu"))
+    assert isinstance(wrapped[1], nn.BatchNorm2d)
+
+
 class _HalfUsed(nn.Module):
     def __init__(self) -> None:
         super().__init__()
