@@ -64,12 +64,8 @@ class Component(BaseModel):
 
 class DataConfig(Component):
     name: str = "digits"
-    batch_size: PositiveInt = Field(64, description="per process (per rank)")
-    global_batch_size: PositiveInt | None = Field(
-        None,
-        description="samples per optimizer step over all processes; derives batch_size "
-        "(capped by batch_size) and trainer.accumulate_grad_batches",
-    )
+    batch_size: PositiveInt = 64
+    global_batch_size: PositiveInt | None = None
     eval_batch_size: PositiveInt | None = None
     num_workers: NonNegativeInt = 0
     pin_memory: bool | None = Field(None, description="null: on when training on CUDA")
@@ -122,18 +118,12 @@ class TrainerConfig(_Section):
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     test_after_fit: bool = True
-    devices: PositiveInt = Field(
-        1, description="processes to launch on this machine (one per GPU); torchrun overrides"
-    )
-    strategy: Literal["auto", "ddp", "dp"] = Field(
-        "auto", description="auto: DDP with more than one process; dp: legacy DataParallel"
-    )
+    devices: PositiveInt = 1
+    strategy: Literal["auto", "ddp", "dp"] = "auto"
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
-    dist_timeout_s: PositiveFloat = Field(
-        1800, description="a collective waiting longer fails, naming the rank"
-    )
-    channels_last: bool = Field(False, description="NHWC memory format for model and 4-D inputs")
+    dist_timeout_s: PositiveFloat = 1800
+    channels_last: bool = False
 
     @field_validator("precision", mode="before")
     @classmethod
