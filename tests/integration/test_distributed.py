@@ -206,7 +206,8 @@ class StallingMLP(MLP):
 
 def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
     (tmp_path / "stall.py").write_text(STALLING_MODEL)
-    args = [*BASE, f"imports=[{tmp_path / 'stall.py'}]", "model.name=stalling_mlp"]
+    args = [*BASE, f"imports=[{tmp_path / 'stall.py'}]"]
+    args += ["model={name: stalling_mlp, hidden_sizes: [32], dropout: 0}"]
     args += ["trainer.devices=2", "trainer.dist_timeout_s=2", "trainer.max_epochs=1"]
     result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
     assert result.returncode == 1
