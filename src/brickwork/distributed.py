@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("brickwork")
 
+# A gloo group for control traffic when the main group is NCCL (None: use the main group).
+_control_group: Any = None
+
 # Rank-0 seeds are the config's seed; rank r draws from seed + r * _RANK_SEED_STRIDE,
 # so dropout masks and augmentations differ between ranks yet stay reproducible.
 _RANK_SEED_STRIDE = 1_000_003
@@ -103,7 +106,12 @@ def distributed_session(trainer: TrainerConfig, device: torch.device) -> Iterato
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=trainer.dist_timeout_s))
+    timeout = datetime.timedelta(seconds=trainer.dist_timeout_s)
+    dist.init_process_group(backend, timeout=timeout)
+    global _control_group
+    # Flags and small objects travel on CPU through gloo even when gradients use NCCL:
+    # reading a CPU flag does not make the host wait for the GPU to finish the step.
+    _control_group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     finished = False
     try:
         yield
@@ -117,6 +125,7 @@ def distributed_session(trainer: TrainerConfig, device: torch.device) -> Iterato
         if finished:
             dist.barrier()  # nobody leaves while rank 0 may still be writing the run folder
         dist.destroy_process_group()
+        _control_group = None
 
 
 def explain_collective_error(error: Exception, trainer: TrainerConfig) -> Exception:
@@ -218,7 +227,7 @@ def gather_objects(value: Any) -> list[Any]:
     if not is_distributed():
         return [value]
     gathered: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(gathered, value)
+    dist.all_gather_object(gathered, value, group=_control_group)
     return gathered
 
 
@@ -227,7 +236,7 @@ def broadcast_object(value: Any) -> Any:
     if not is_distributed():
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=_control_group)
     return holder[0]
 
 
@@ -242,7 +251,8 @@ class StopSync:
 
     Placed after every other callback and before the checkpointer, so a stop asked by
     any callback on any rank (a signal, early stopping) is agreed before anyone saves.
-    The per-step cost is one all_reduce of one integer.
+    The per-step cost is one all_reduce of one integer, on CPU (gloo) also when the
+    gradients travel over NCCL, so it never waits for the GPU to finish the step.
     """
 
     def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
@@ -254,18 +264,12 @@ class StopSync:
     def _agree(self, state: TrainState) -> None:
         if not is_distributed():
             return
-        flag = torch.tensor([int(state.should_stop)], device=_collective_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = torch.tensor([int(state.should_stop)])  # CPU: the control group is gloo
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control_group)
         if flag.item():  # rare: the reasons travel only when someone stops
             reasons = [r for r in gather_objects(state.stop_reason) if r is not None]
             state.should_stop = True
             state.stop_reason = reasons[0] if reasons else state.stop_reason
-
-
-def _collective_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def open_shared_run(config: Config, run_dir: Path | str | None, resume_from: Path | None) -> Run:
