@@ -147,8 +147,8 @@ def explain_collective_error(error: Exception, trainer: TrainerConfig) -> Except
 
 
 def rank_device(device: torch.device) -> torch.device:
-    """Each rank on a machine takes its own GPU (`cuda:LOCAL_RANK`)."""
-    if device.type == "cuda" and env_world_size() > 1 and device.index is None:
+    """Each rank on a machine takes its own GPU (`cuda:LOCAL_RANK`), whatever index was set."""
+    if device.type == "cuda" and env_world_size() > 1:
         return torch.device("cuda", local_rank())
     return device
 
