@@ -17,6 +17,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Subprocesses (the CLI, torchrun's ranks) run in a scratch folder: point them at the
+# brickwork under test by absolute path, not at whatever a relative PYTHONPATH finds.
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[1] / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SOURCE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 # A short run of the default config: 2 epochs, small CNN; the last two entries turn off
 # the progress bar and TensorBoard (drop them with FAST[:-2] to test those).

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from brickwork.checkpoint import point_alias, prune_checkpoints, save_checkpoint
+from brickwork.distributed import barrier, is_main_process
 from brickwork.errors import ConfigError
 from brickwork.registry import register
 
@@ -162,16 +163,25 @@ class ModelCheckpoint:
             self.save(state)
 
     def save(self, state: TrainState, best: bool = False) -> Path:
-        """Write a checkpoint of `state` now and move the aliases."""
+        """Write a checkpoint of `state` now and move the aliases.
+
+        Under DDP every rank calls this at the same step (the stop decision is agreed
+        first): `state_dict()` gathers each rank's RNG state, rank 0 writes, and a
+        barrier keeps the others from reading the folder before it is complete.
+        """
         payload = state.state_dict()
+        self._last_saved_step = state.step
+        if not is_main_process():
+            barrier()
+            return self.directory / f"step-{state.step:08d}"
         payload["extra"] = self.extra_state
         folder = save_checkpoint(payload, self.directory, state.step)
-        self._last_saved_step = state.step
         point_alias(self.directory, "last", folder)
         if best:
             point_alias(self.directory, "best", folder)
         prune_checkpoints(self.directory, self.keep_k)
         log.info("saved checkpoint %s%s", folder.name, " (best)" if best else "")
+        barrier()
         return folder
 
     def state_dict(self) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def build_components(
     config: Config, device: torch.device, compute_loss: ComputeLoss | None = None
 ) -> Components:
     """Data, loaders, model (on `device`), loss and metrics for `config`."""
+    from brickwork.distributed import get_rank, get_world_size
     from brickwork.metrics import build_metrics
 
     data = build_data(config)
@@ -90,6 +91,8 @@ def build_components(
             collate_fn=data.collate_fn,
             pin_memory=pin_memory,
             targets=data.train_targets if train else None,
+            num_replicas=get_world_size(),  # this rank's share (all of it in one process)
+            rank=get_rank(),
         )
 
     return Components(
@@ -160,12 +163,19 @@ def batch_size_of(batch: Batch) -> int:
     raise TypeError("cannot tell the batch size: the batch holds no tensor")
 
 
-def move_to_device(batch: Batch, device: torch.device, non_blocking: bool = False) -> Batch:
-    """Move every tensor in a (nested) batch; `non_blocking` pays off with pinned memory."""
+def move_to_device(
+    batch: Batch, device: torch.device, non_blocking: bool = False, channels_last: bool = False
+) -> Batch:
+    """Move every tensor in a (nested) batch; `non_blocking` pays off with pinned memory.
+
+    `channels_last` stores 4-D tensors (images) as NHWC, which tensor cores prefer.
+    """
     if isinstance(batch, torch.Tensor):
+        if channels_last and batch.dim() == 4:
+            return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        return {k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+        return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
     return batch

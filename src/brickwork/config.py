@@ -65,6 +65,7 @@ class Component(BaseModel):
 class DataConfig(Component):
     name: str = "digits"
     batch_size: PositiveInt = 64
+    global_batch_size: PositiveInt | None = None
     eval_batch_size: PositiveInt | None = None
     num_workers: NonNegativeInt = 0
     pin_memory: bool | None = Field(None, description="null: on when training on CUDA")
@@ -151,6 +152,12 @@ class TrainerConfig(_Section):
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     test_after_fit: bool = True
+    devices: PositiveInt = 1
+    strategy: Literal["auto", "ddp", "dp"] = "auto"
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
+    dist_timeout_s: PositiveFloat = 1800
+    channels_last: bool = False
 
     @field_validator("precision", mode="before")
     @classmethod

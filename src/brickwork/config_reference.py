@@ -22,6 +22,8 @@ DESCRIPTIONS: dict[str, str] = {
     "data.name": "dataset builder (`digits`, `image_folder`, `image_csv`, `tabular_csv`, "
     "`text_csv`, or one you register); its arguments sit beside it (docs/transfer.md)",
     "data.batch_size": "samples per batch (per process)",
+    "data.global_batch_size": "samples per optimizer step over all processes; null: unused. "
+    "Derives `batch_size` (at most the one set) and `trainer.accumulate_grad_batches`",
     "data.eval_batch_size": "batch size for validation and test; null: `batch_size`",
     "data.num_workers": "DataLoader worker processes; 0 loads in the training process",
     "data.pin_memory": "page-locked host memory for faster GPU copies; null: on with CUDA",
@@ -57,6 +59,14 @@ DESCRIPTIONS: dict[str, str] = {
     "trainer.log_every_n_steps": "write `train/loss` and `lr` every N optimizer steps",
     "trainer.val_every_n_epochs": "validate every N epochs",
     "trainer.test_after_fit": "evaluate the best checkpoint on the test split at the end",
+    "trainer.devices": "processes `brickwork train` launches here via torchrun (one per GPU); "
+    "ignored under torchrun or srun, which decide the number",
+    "trainer.strategy": "auto (DDP with several processes), ddp, or dp (legacy DataParallel, "
+    "CUDA only)",
+    "trainer.sync_batchnorm": "BatchNorm statistics over all processes (SyncBatchNorm, CUDA only)",
+    "trainer.find_unused_parameters": "let DDP handle parameters without a gradient in a step",
+    "trainer.dist_timeout_s": "a collective waiting longer fails with an error naming the rank",
+    "trainer.channels_last": "NHWC memory format for the model and 4-D inputs",
     "checkpoint.monitor": "metric that picks the `best` checkpoint",
     "checkpoint.mode": "min or max: which direction of `monitor` is better",
     "checkpoint.save_last": "save `last` every `every_n_epochs`",

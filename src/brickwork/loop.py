@@ -6,6 +6,10 @@ samples, so accumulating k batches of n equals one batch of k*n exactly.
 
 Extensions hook in through the callback events listed in `brickwork.callbacks`;
 nothing here is meant to be subclassed.
+
+Under torchrun each process runs this same loop on its share of the data; the few
+distributed touches (DDP wrapping, `no_sync` during accumulation, the agreed stop,
+rank-0-only output) come from `brickwork.distributed`.
 """
 
 from __future__ import annotations
@@ -37,9 +41,25 @@ from brickwork.config import Config, load_config
 from brickwork.console import ConsoleProgress
 from brickwork.data.bundle import save_data_facts
 from brickwork.data.loader import seed_loader_for_epoch
+from brickwork.distributed import (
+    StopSync,
+    describe_batch,
+    distributed_session,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    no_sync,
+    open_shared_run,
+    rank_device,
+    resolve_batch_sizes,
+    seed_rank,
+    sum_across_ranks,
+    wrap_model,
+)
+from brickwork.errors import ConfigError
 from brickwork.loggers import MetricsFile, TensorBoardLogger
 from brickwork.preemption import StopOnSignal
-from brickwork.run import Run, open_run, write_summary
+from brickwork.run import Run, write_summary
 from brickwork.state import TrainState, seed_everything, unwrap_model
 
 log = logging.getLogger("brickwork")
@@ -56,7 +76,8 @@ def fit(
 ) -> dict[str, Any]:
     """Train from a config (object, YAML path, or None for the digits default).
 
-    Returns the run summary (also written to `summary.json`).
+    Returns the run summary (also written to `summary.json`). Started by torchrun
+    (`RANK`/`WORLD_SIZE` set) it joins the process group and trains as one rank.
 
     Example:
         >>> summary = brickwork.fit("configs/digits.yaml", overrides=["trainer.max_epochs=3"])
@@ -64,24 +85,33 @@ def fit(
     """
     resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
     config = _resolve_config(config, overrides, resume_from)
-    run = open_run(config, run_dir, resume_from)
-    try:
-        return _fit(config, run, list(callbacks), compute_loss)
-    finally:
-        run.close()
+    with distributed_session(config.trainer, resolve_device(config.trainer.device)):
+        run = open_shared_run(config, run_dir, resume_from)
+        try:
+            return _fit(config, run, list(callbacks), compute_loss)
+        finally:
+            run.close()
 
 
 def _fit(
     config: Config, run: Run, user_callbacks: list[Any], compute_loss: ComputeLoss | None
 ) -> dict[str, Any]:
+    world_size = get_world_size()
+    config = resolve_batch_sizes(config, world_size)
     trainer = config.trainer
-    seed_everything(config.seed)
-    device = resolve_device(trainer.device)
+    seed_everything(config.seed)  # the same on every rank: identical initial weights
+    device = rank_device(resolve_device(trainer.device))
     parts = build_components(config, device, compute_loss)
-    save_data_facts(parts.data, run.directory / "data.json")
-    model = parts.model
+    if is_main_process():
+        save_data_facts(parts.data, run.directory / "data.json")
+    seed_rank(config.seed)
+    if trainer.channels_last:
+        parts.model.to(memory_format=torch.channels_last)
     steps_per_epoch = -(-parts.batches_per_epoch // trainer.accumulate_grad_batches)
-    optimizer, schedule = build_optimization(config, model, steps_per_epoch)
+    # Freezing happens here, before DDP wraps the model: DDP syncs only the parameters
+    # that require gradients when it is built.
+    optimizer, schedule = build_optimization(config, parts.model, steps_per_epoch)
+    model = wrap_model(parts.model, trainer, device)
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if trainer.precision == "16" else None
     autocast = _autocast(device, trainer.precision)
@@ -90,19 +120,27 @@ def _fit(
         **config.checkpoint.model_dump(),
         extra_state={"config": config.to_dict(), "versions": _versions()},
     )
+    main = is_main_process()  # only rank 0 prints and writes files
     callbacks: list[Any] = [
-        *_finetune(config, model, optimizer, schedule),
+        *_finetune(config, parts.model, optimizer, schedule),
         StopOnSignal(),
         *_early_stopping(config),
         *user_callbacks,
-        MetricsFile(run.metrics_file),
-        *_tensorboard(config, run, parts.data),
-        ConsoleProgress(
-            steps_per_epoch,
-            config.data.batch_size * trainer.accumulate_grad_batches,
-            trainer.max_epochs,
-            progress_bar=config.loggers.progress_bar,
+        *([MetricsFile(run.metrics_file)] if main else []),
+        *(_tensorboard(config, run, parts.data) if main else []),
+        *(
+            [
+                ConsoleProgress(
+                    steps_per_epoch,
+                    config.data.batch_size * trainer.accumulate_grad_batches * world_size,
+                    trainer.max_epochs,
+                    progress_bar=config.loggers.progress_bar,
+                )
+            ]
+            if main
+            else []
         ),
+        StopSync(),  # every rank stops after the same step, before anyone saves
         checkpointer,  # last: it saves the state every other callback has just updated
     ]
     state = TrainState(model, optimizer, schedule, scaler, callbacks)
@@ -112,6 +150,9 @@ def _fit(
     non_blocking = parts.train_loader.pin_memory
     started, status, metrics = time.perf_counter(), "running", {}
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
+    log.info(describe_batch(config, world_size))
+    if main and (world_size > 1 or config.data.global_batch_size is not None):
+        print(f"brickwork: {describe_batch(config, world_size)}", flush=True)
 
     emit(callbacks, "on_fit_start", state)
     try:
@@ -125,14 +166,16 @@ def _fit(
             for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
                 optimizer.zero_grad(set_to_none=True)
                 step_samples = sum(batch_size_of(b) for b in micro_batches)
-                for batch in micro_batches:
-                    batch = move_to_device(batch, device, non_blocking)
+                for index, batch in enumerate(micro_batches):
+                    batch = move_to_device(batch, device, non_blocking, trainer.channels_last)
                     num_samples = batch_size_of(batch)
-                    with autocast:
-                        output = parts.compute_loss(model, batch)
-                    loss = output["loss"]
-                    scaled = loss * (num_samples / step_samples)  # mean over the whole step
-                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    # DDP all-reduces gradients in backward: only on the step's last micro-step.
+                    with no_sync(model, sync=index == len(micro_batches) - 1):
+                        with autocast:
+                            output = parts.compute_loss(model, batch)
+                        loss = output["loss"]
+                        scaled = loss * (num_samples / step_samples)  # mean over the whole step
+                        (scaler.scale(scaled) if scaler else scaled).backward()
                     state.interval_loss.update(loss, num_samples)  # on device: no sync
                     state.epoch_loss.update(loss, num_samples)
 
@@ -172,7 +215,7 @@ def _fit(
             ):
                 seed_loader_for_epoch(parts.val_loader, config.seed, state.epoch, 0)
                 val_metrics = evaluate_loader(
-                    model,
+                    parts.model,  # unwrapped: evaluation needs no DDP hooks
                     parts.val_loader,
                     parts.compute_loss,
                     parts.metrics,
@@ -203,7 +246,12 @@ def _fit(
         if status in ("completed", "early_stopped") and trainer.test_after_fit:
             summary["test"] = _test_best(config, run, parts, autocast)
             summary["final"].update(summary["test"])
-        write_summary(run, summary)
+        if main:
+            write_summary(run, summary)
+        if world_size > 1 and status == "preempted":
+            log.warning(
+                "rank %d stopped at step %d (%s)", get_rank(), state.step, state.stop_reason
+            )
         emit(callbacks, "on_fit_end", state, summary)
     return summary
 
@@ -234,7 +282,9 @@ def evaluate_loader(
         if "preds" in output and output.get("target") is not None and len(metrics):
             metrics.update(output["preds"].float(), output["target"])
     model.train(was_training)
-    results = {f"{prefix}/loss": (total / max(count, 1)).item()}  # the pass's one sync
+    # The pass's one sync: sums over ranks (each evaluated its own unpadded share).
+    total_sum, total_count = sum_across_ranks(total, float(count))
+    results = {f"{prefix}/loss": total_sum / max(total_count, 1)}
     if len(metrics):
         results.update({f"{prefix}/{k}": float(v) for k, v in metrics.compute().items()})
     return results
@@ -294,6 +344,12 @@ def _finetune(config: Config, model: nn.Module, optimizer: Any, schedule: Any) -
     if not config.finetune.active:
         return []
     from brickwork.finetune import Finetune
+
+    if config.finetune.unfreeze and get_world_size() > 1:
+        raise ConfigError(
+            "finetune.unfreeze with more than one process: DDP fixes the set of trainable "
+            "parameters when it wraps the model; freeze statically or unfreeze on one process"
+        )
 
     return [Finetune(model, optimizer, schedule, config.finetune, config.optimizer.lr)]
 
@@ -373,6 +429,8 @@ def _test_best(config: Config, run: Run, parts: Any, autocast: Any) -> dict[str,
         train=False,
         seed=config.seed,
         collate_fn=parts.data.collate_fn,
+        num_replicas=get_world_size(),
+        rank=get_rank(),
     )
     return evaluate_loader(
         model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast

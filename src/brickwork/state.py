@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from brickwork.distributed import gather_objects, get_rank, get_world_size
+
 if TYPE_CHECKING:
     from brickwork.callbacks import Callback
     from brickwork.optim import Schedule
@@ -41,10 +43,16 @@ class RunningMean:
         self.count += num_samples
 
     def compute(self) -> float:
-        """The mean so far (NaN when empty); `.item()` here is a device sync."""
-        return (
-            (self.total / self.count).item() if self.total is not None and self.count else math.nan
-        )
+        """The mean so far over all ranks (NaN when empty); a device sync.
+
+        Under DDP this is a collective (one all_reduce of sum and count): every rank
+        must call it at the same point, which the loop does (logging steps, epoch ends).
+        """
+        from brickwork.distributed import sum_across_ranks
+
+        total = self.total if self.total is not None else 0.0
+        summed, count = sum_across_ranks(total, float(self.count))
+        return summed / count if count else math.nan
 
     def reset(self) -> None:
         self.total, self.count = None, 0
@@ -118,6 +126,10 @@ class TrainState:
                 if hasattr(cb, "state_dict")
             },
             "rng": capture_rng(),
+            # Under DDP every rank's generators and loss sums, in rank order (collectives:
+            # every rank calls this at the same step, rank 0 writes the result).
+            "rng_per_rank": gather_objects(capture_rng()) if get_world_size() > 1 else None,
+            "meters_per_rank": self._gather_meters() if get_world_size() > 1 else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
@@ -141,10 +153,15 @@ class TrainState:
         self.step = int(counters["step"])
         self.epoch = int(counters["epoch"])
         self.batch_in_epoch = int(counters["batch_in_epoch"])
-        self.interval_loss.load_state_dict(state["meters"]["interval_loss"])
-        self.epoch_loss.load_state_dict(state["meters"]["epoch_loss"])
+        meters = _meters_of_this_rank(state)
+        self.interval_loss.load_state_dict(meters["interval_loss"])
+        self.epoch_loss.load_state_dict(meters["epoch_loss"])
         if restore_rng_state:
-            restore_rng(state["rng"])
+            restore_rng(_rng_of_this_rank(state))
+
+    def _gather_meters(self) -> list[dict[str, Any]]:
+        own = {"interval_loss": self.interval_loss, "epoch_loss": self.epoch_loss}
+        return gather_objects({name: _on_cpu(m.state_dict()) for name, m in own.items()})
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -196,6 +213,52 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's saved generators; a run resumed on another world size re-derives them."""
+    per_rank = state.get("rng_per_rank")
+    rank, world_size = get_rank(), get_world_size()
+    if per_rank is not None and len(per_rank) == world_size:
+        return dict(per_rank[rank])
+    if world_size > 1 and rank > 0:
+        # Saved by a different number of processes: rank 0's stream, offset per rank.
+        restore_rng(state["rng"])
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed_everything(seed + rank)
+        return capture_rng()
+    return dict(state["rng"])
+
+
+def _meters_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's running loss sums, so the logged mean continues exactly across resumes.
+
+    Saved by as many ranks as now: each takes its own. Otherwise rank 0 takes the
+    saved ranks' sums added up and the others start empty: the mean over ranks is kept.
+    """
+    per_rank = state.get("meters_per_rank")
+    rank, world_size = get_rank(), get_world_size()
+    if per_rank is not None and len(per_rank) == world_size:
+        return dict(per_rank[rank])
+    if per_rank is None and world_size == 1:
+        return dict(state["meters"])
+    saved = per_rank or [state["meters"]]
+    if rank > 0:
+        return {name: {"total": None, "count": 0} for name in saved[0]}
+    return {name: _add_meters([ranks[name] for ranks in saved]) for name in saved[0]}
+
+
+def _add_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
+    totals = [m["total"] for m in meters if m["total"] is not None]
+    return {
+        "total": torch.stack([t.float().cpu() for t in totals]).sum() if totals else None,
+        "count": sum(int(m["count"]) for m in meters),
+    }
+
+
+def _on_cpu(meter: dict[str, Any]) -> dict[str, Any]:
+    total = meter["total"]
+    return {"total": total.cpu() if total is not None else None, "count": meter["count"]}
 
 
 def _as_tuples(value: Any) -> Any:

@@ -49,15 +49,15 @@ def test_imports_file_registers_a_project_model(tmp_path) -> None:
     (tmp_path / "my_models.py").write_text(
         "from torch import nn\n"
         "from brickwork import register\n"
-        "@register('model', 'project_net')\n"
+        "@register('model', 'test_project_net')\n"
         "class ProjectNet(nn.Sequential):\n"
         "    def __init__(self, input_shape, num_classes, width=8):\n"
         "        super().__init__(nn.Flatten(), nn.Linear(64, width), nn.ReLU(),\n"
         "                         nn.Linear(width, num_classes))\n"
     )
     config_path = tmp_path / "config.yaml"
-    config_path.write_text("imports: [my_models.py]\nmodel:\n  name: project_net\n  width: 5\n")
+    config_path.write_text("imports: [my_models.py]\nmodel:\n  name: test_project_net\n  width: 5\n")
     config = load_config(config_path)
-    assert config.model.name == "project_net"
+    assert config.model.name == "test_project_net"
     with pytest.raises(ConfigError, match=r"did you mean `model\.width`"):
         load_config(config_path, ["model.widht=3"])

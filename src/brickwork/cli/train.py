@@ -1,9 +1,14 @@
-"""`brickwork train [CONFIG] [key=value ...]`: train and write a run folder."""
+"""`brickwork train [CONFIG] [key=value ...]`: train and write a run folder.
+
+With `trainer.devices=N` (N > 1) the command re-launches itself through torchrun's
+launcher, one process per device; under torchrun or srun it trains as one rank.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None and not args.resume.exists():
         raise ConfigError(f"--resume {args.resume}: no such run folder or checkpoint")
 
+    from brickwork.distributed import launch_processes, should_launch
+
+    trainer = _trainer_config(config, overrides, args.resume)
+    if should_launch(trainer):
+        return launch_processes(trainer.devices, _argv(args))
+
     from brickwork.loop import fit
     from brickwork.preemption import EXIT_PREEMPTED
 
@@ -48,3 +59,28 @@ def split_config_and_overrides(values: list[str]) -> tuple[Path | None, list[str
     if values and "=" not in values[0]:
         return Path(values[0]), values[1:]
     return None, values
+
+
+def _trainer_config(config: Path | None, overrides: list[str], resume: Path | None) -> Any:
+    """The trainer section as the run will see it (a resumed run reads its own config).
+
+    Validating here also means a config mistake is reported once, before any launch.
+    """
+    from brickwork.config import load_config
+
+    if config is None and resume is not None:
+        from brickwork.checkpoint import resolve_checkpoint
+        from brickwork.run import run_dir_of
+
+        config = run_dir_of(resolve_checkpoint(resume)) / "config.yaml"
+    return load_config(config, overrides).trainer
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The command line each launched rank runs (the same one, minus the launch)."""
+    argv = ["train", *args.args]
+    if args.run_dir is not None:
+        argv += ["--run-dir", str(args.run_dir)]
+    if args.resume is not None:
+        argv += ["--resume", str(args.resume)]
+    return argv

@@ -38,6 +38,10 @@ def build_dataloader(
     resumed run hands its workers the same seeds the interrupted one did.
     With `data.sampler: weighted` and training `targets`, samples are drawn with
     probability inversely proportional to their class's frequency.
+
+    With `num_replicas > 1` each rank reads its own share: training pads by wrapping so
+    every rank takes the same number of steps, evaluation (`train=False`) does not pad
+    so no sample is counted twice.
     """
     weights = None
     if train and data.sampler == "weighted":
@@ -50,6 +54,7 @@ def build_dataloader(
         rank=rank,
         drop_last=False,
         weights=weights,
+        pad=train,
     )
     workers = data.num_workers
     return DataLoader(
@@ -79,12 +84,18 @@ def balanced_sample_weights(targets: torch.Tensor | None) -> torch.Tensor:
 
 
 def seed_loader_for_epoch(loader: DataLoader[Any], seed: int, epoch: int, start_index: int) -> None:
-    """Point the loader's sampler at (epoch, position) and fix its workers' base seed."""
+    """Point the loader's sampler at (epoch, position) and fix its workers' base seed.
+
+    Worker seeds also depend on the rank, so two ranks' workers never draw the same
+    augmentations; rank 0 keeps the single-process seeds.
+    """
     sampler = loader.sampler
+    rank = 0
     if isinstance(sampler, ResumableSampler):
         sampler.set_epoch(epoch, start_index)
+        rank = sampler.rank
     if loader.generator is not None:
-        loader.generator.manual_seed(seed * 100_003 + epoch)
+        loader.generator.manual_seed(seed * 100_003 + epoch + rank * 1_000_003)
 
 
 def seed_worker(worker_id: int) -> None:

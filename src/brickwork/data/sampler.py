@@ -7,6 +7,8 @@ ranks works like `DistributedSampler` (pad to a multiple of the world size, then
 take every `num_replicas`-th index), so one class serves one process and many.
 With `weights`, each epoch is a seeded draw with replacement (`data.sampler: weighted`),
 equally resumable.
+Evaluation uses `pad=False`: ranks may get one sample fewer, but no sample is
+counted twice in a metric reduced over ranks.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         drop_last: bool = False,
         weights: torch.Tensor | None = None,
+        pad: bool = True,
     ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
@@ -46,12 +49,15 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.drop_last = drop_last
         self.weights = weights
+        self.pad = pad
         self.epoch = 0
         self.start_index = 0
 
     @property
     def samples_per_rank(self) -> int:
         """Samples one rank sees in a whole epoch."""
+        if not self.pad:
+            return len(range(self.rank, self.num_samples, self.num_replicas))
         if self.drop_last:
             return self.num_samples // self.num_replicas
         return math.ceil(self.num_samples / self.num_replicas)
@@ -72,6 +78,8 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.num_samples, generator=generator).tolist()
         else:
             order = list(range(self.num_samples))
+        if not self.pad:
+            return order[self.rank :: self.num_replicas]
         total = self.samples_per_rank * self.num_replicas
         if total > len(order):  # pad by wrapping, so every rank gets the same count
             order += (order * math.ceil(total / max(len(order), 1)))[: total - len(order)]

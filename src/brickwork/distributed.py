@@ -1,0 +1,402 @@
+"""Many processes, one run: torchrun/DDP setup, rank helpers, reductions, the launcher.
+
+brickwork runs on PyTorch's own distributed engine. Each process is one rank; the
+environment that `torchrun` (or SLURM's `srun`) sets up says which one:
+
+    brickwork train CONFIG trainer.devices=4          # re-launches itself via torchrun
+    torchrun --nproc-per-node=4 -m brickwork train CONFIG
+    srun --ntasks=8 python -m brickwork train CONFIG  # needs MASTER_ADDR/MASTER_PORT
+
+The config does not change between 1 and N processes: `data.batch_size` is per
+process (or `data.global_batch_size` derives it), gradients are averaged by
+DistributedDataParallel, validation is split across ranks without padding, and
+losses and metrics are reduced so every rank sees the same numbers. Only rank 0
+writes files or prints. In one process every helper here is a cheap no-op.
+
+Cross-rank synchronisation points, so their cost stays visible:
+- one `all_reduce` of one integer per optimizer step (`StopSync`): a SIGTERM on any
+  rank, or an early stop decided on rank 0, stops every rank after the same step;
+- at logging steps and epoch ends, one `all_reduce` of (loss sum, sample count);
+- at each checkpoint save, an `all_gather` of every rank's RNG state and a barrier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from brickwork.errors import ConfigError
+
+if TYPE_CHECKING:
+    from brickwork.config import Config, TrainerConfig
+    from brickwork.run import Run
+    from brickwork.state import TrainState
+
+log = logging.getLogger("brickwork")
+
+# A gloo group for control traffic when the main group is NCCL (None: use the main group).
+_control_group: Any = None
+
+# Rank-0 seeds are the config's seed; rank r draws from seed + r * _RANK_SEED_STRIDE,
+# so dropout masks and augmentations differ between ranks yet stay reproducible.
+_RANK_SEED_STRIDE = 1_000_003
+
+
+def env_world_size() -> int:
+    """Processes in the job according to the environment (torchrun, or SLURM with srun)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return int(os.environ["SLURM_STEP_NUM_TASKS"]) if _under_srun() else 1
+
+
+def is_distributed() -> bool:
+    """Whether a process group is up (this process is one rank of several)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's rank, 0 in a single-process run."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes in the run, 1 in a single-process run."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0, the one rank that prints and writes files.
+
+    Example:
+        >>> if brickwork.distributed.is_main_process():
+        ...     print("only once, whatever the number of processes")
+    """
+    return get_rank() == 0
+
+
+def local_rank() -> int:
+    """This process's index on its machine (picks its GPU)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+@contextlib.contextmanager
+def distributed_session(trainer: TrainerConfig, device: torch.device) -> Iterator[None]:
+    """Join the process group described by the environment for the body, then leave it.
+
+    Does nothing in a single process, or when the caller already set up a process
+    group (their own torchrun script calling `fit`): then the caller owns it.
+    """
+    if env_world_size() <= 1 or is_distributed():
+        yield
+        return
+    _fill_env_from_slurm()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank())
+    timeout = datetime.timedelta(seconds=trainer.dist_timeout_s)
+    dist.init_process_group(backend, timeout=timeout)
+    global _control_group
+    # Flags and small objects travel on CPU through gloo even when gradients use NCCL:
+    # reading a CPU flag does not make the host wait for the GPU to finish the step.
+    _control_group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
+    finished = False
+    try:
+        yield
+        finished = True
+    except Exception as error:
+        explained = explain_collective_error(error, trainer)
+        if explained is error:
+            raise
+        raise explained from error
+    finally:
+        if finished:
+            dist.barrier()  # nobody leaves while rank 0 may still be writing the run folder
+        dist.destroy_process_group()
+        _control_group = None
+
+
+def explain_collective_error(error: Exception, trainer: TrainerConfig) -> Exception:
+    """The same error with the rank and the likely fix in its message, where we know one."""
+    text = str(error)
+    if "find_unused_parameters" in text or "did not receive grad" in text:
+        return ConfigError(
+            f"rank {get_rank()}: DDP found parameters that took no part in the loss. "
+            "Set trainer.find_unused_parameters=true (costs one extra graph traversal per "
+            "step), or freeze those parameters (requires_grad=False)"
+        )
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return RuntimeError(
+            f"rank {get_rank()} of {get_world_size()}: a collective waited more than "
+            f"trainer.dist_timeout_s={trainer.dist_timeout_s:g}s; another rank is stuck or "
+            f"died (read its log). Original error: {text.splitlines()[0] if text else error!r}"
+        )
+    return error
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """Each rank on a machine takes its own GPU (`cuda:LOCAL_RANK`), whatever index was set."""
+    if device.type == "cuda" and env_world_size() > 1:
+        return torch.device("cuda", local_rank())
+    return device
+
+
+def seed_rank(seed: int) -> None:
+    """Give ranks > 0 their own random streams; rank 0 keeps the single-process stream.
+
+    Called after the model is built, so every rank starts from identical weights.
+    """
+    rank = get_rank()
+    if rank > 0:
+        from brickwork.state import seed_everything
+
+        seed_everything(seed + rank * _RANK_SEED_STRIDE)
+
+
+def wrap_model(model: nn.Module, trainer: TrainerConfig, device: torch.device) -> nn.Module:
+    """DistributedDataParallel across ranks, DataParallel for `strategy: dp`, else as is."""
+    if trainer.strategy == "dp":
+        return _data_parallel(model, trainer, device)
+    sync_batchnorm = trainer.sync_batchnorm and device.type == "cuda"
+    if trainer.sync_batchnorm and not sync_batchnorm:
+        warnings.warn(
+            f"trainer.sync_batchnorm=true is ignored on {device.type}: PyTorch's SyncBatchNorm "
+            "runs on CUDA only, so each process keeps its own BatchNorm statistics",
+            stacklevel=2,
+        )
+    if get_world_size() == 1:
+        return model
+    if sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=trainer.find_unused_parameters,
+    )
+
+
+def _data_parallel(model: nn.Module, trainer: TrainerConfig, device: torch.device) -> nn.Module:
+    if device.type != "cuda" or get_world_size() > 1:
+        raise ConfigError(
+            f"trainer.strategy = 'dp' on {device.type} with {get_world_size()} process(es): "
+            "DataParallel splits each batch over the GPUs of one process and needs CUDA; "
+            "use trainer.strategy=ddp (the default, also on CPU)"
+        )
+    warnings.warn(
+        "trainer.strategy=dp (torch.nn.DataParallel) is the legacy option: one Python "
+        "process drives every GPU, so the GIL serialises the work, and GPU 0 gathers all "
+        "outputs and holds the master weights (more memory and time on it). "
+        "trainer.strategy=ddp with trainer.devices=N is faster",
+        stacklevel=2,
+    )
+    return nn.DataParallel(model, device_ids=list(range(trainer.devices)))
+
+
+def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
+    """Skip DDP's gradient all-reduce for micro-steps before the last of a step."""
+    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def sum_across_ranks(*values: torch.Tensor | float) -> list[float]:
+    """Sum scalars over ranks in one all_reduce; the `.tolist()` is a device sync."""
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    if is_distributed():
+        if dist.get_backend() == "nccl" and packed.device.type != "cuda":
+            packed = packed.cuda()
+        dist.all_reduce(packed)
+    return [float(v) for v in packed.tolist()]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (a list of one in a single process)."""
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, value, group=_control_group)
+    return gathered
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's `value` on every rank."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=_control_group)
+    return holder[0]
+
+
+def barrier() -> None:
+    """Wait until every rank reaches this point."""
+    if is_distributed():
+        dist.barrier()
+
+
+class StopSync:
+    """Callback: every rank stops after the same step, for the reason the first rank gave.
+
+    Placed after every other callback and before the checkpointer, so a stop asked by
+    any callback on any rank (a signal, early stopping) is agreed before anyone saves.
+    The per-step cost is one all_reduce of one integer, on CPU (gloo) also when the
+    gradients travel over NCCL, so it never waits for the GPU to finish the step.
+    """
+
+    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        self._agree(state)
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        self._agree(state)
+
+    def _agree(self, state: TrainState) -> None:
+        if not is_distributed():
+            return
+        flag = torch.tensor([int(state.should_stop)])  # CPU: the control group is gloo
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control_group)
+        if flag.item():  # rare: the reasons travel only when someone stops
+            reasons = [r for r in gather_objects(state.stop_reason) if r is not None]
+            state.should_stop = True
+            state.stop_reason = reasons[0] if reasons else state.stop_reason
+
+
+def open_shared_run(config: Config, run_dir: Path | str | None, resume_from: Path | None) -> Run:
+    """Rank 0 creates (or reopens) the run folder; every other rank gets the same paths."""
+    from brickwork.errors import BrickworkError
+    from brickwork.run import Run, open_run
+
+    if not is_distributed():
+        return open_run(config, run_dir, resume_from)
+    run: Run | None = None
+    message: tuple[str, str, str | None] | tuple[str, str]
+    if is_main_process():
+        try:
+            run = open_run(config, run_dir, resume_from)
+            resumed = str(run.resume_from) if run.resume_from else None
+            message = ("ok", str(run.directory), resumed)
+        except BrickworkError as error:
+            message = ("error", str(error))
+    else:
+        message = ("", "")
+    message = broadcast_object(message)
+    if message[0] == "error":
+        raise ConfigError(message[1])
+    if run is not None:
+        return run
+    directory, resumed = message[1], message[2]  # type: ignore[misc]
+    return Run(directory=Path(directory), resume_from=Path(resumed) if resumed else None)
+
+
+def resolve_batch_sizes(config: Config, world_size: int) -> Config:
+    """Derive `data.batch_size` and accumulation from `data.global_batch_size`, if set.
+
+    The global batch (samples per optimizer step over all ranks) is split evenly over
+    ranks; a rank's share larger than `data.batch_size` is reached by accumulating the
+    fewest micro-batches that divide it evenly, so `data.batch_size` caps memory use.
+    """
+    data, trainer = config.data, config.trainer
+    target = data.global_batch_size
+    if target is None:
+        return config
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"data.global_batch_size = {target} and trainer.accumulate_grad_batches = "
+            f"{trainer.accumulate_grad_batches}: the global batch derives the accumulation; "
+            "drop one of them"
+        )
+    if target % world_size:
+        raise ConfigError(
+            f"data.global_batch_size = {target}: not divisible by {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    per_rank = target // world_size
+    accumulate = -(-per_rank // data.batch_size)
+    while per_rank % accumulate:
+        accumulate += 1
+    return config.model_copy(
+        update={
+            "data": data.model_copy(update={"batch_size": per_rank // accumulate}),
+            "trainer": trainer.model_copy(update={"accumulate_grad_batches": accumulate}),
+        }
+    )
+
+
+def describe_batch(config: Config, world_size: int) -> str:
+    """`global batch 64 = 2 processes x 16 per process x 2 accumulated micro-batches`."""
+    per_rank, accumulate = config.data.batch_size, config.trainer.accumulate_grad_batches
+    return (
+        f"global batch {per_rank * accumulate * world_size} = {world_size} process(es) "
+        f"x {per_rank} per process x {accumulate} accumulated micro-batch(es)"
+    )
+
+
+def launch_processes(num_processes: int, argv: Sequence[str]) -> int:
+    """Run `python -m brickwork ARGV` in `num_processes` ranks through torchrun; its exit code.
+
+    Uses torchrun's own launcher (elastic agent, `--standalone` rendezvous on a free
+    local port). When the ranks exit with the same code (75 after a SIGTERM, 2 for a
+    user error) that code is returned; any other failure returns 1.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    from brickwork.preemption import EXIT_PREEMPTED
+
+    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.devices = {num_processes}: this machine has "
+            f"{torch.cuda.device_count()} GPU(s); use at most that many"
+        )
+    args = parse_args(
+        ["--standalone", f"--nproc-per-node={num_processes}", "-m", "brickwork", *argv]
+    )
+    try:
+        run(args)
+    except ChildFailedError as error:
+        # Negative codes are ranks the agent itself terminated once the first rank had
+        # exited; the codes ranks chose themselves tell what happened.
+        codes = {f.exitcode for f in error.failures.values() if f.exitcode >= 0}
+        return codes.pop() if len(codes) == 1 and codes <= {2, EXIT_PREEMPTED} else 1
+    except SignalException:
+        # The agent forwarded the signal to the ranks, which stopped together and saved.
+        return EXIT_PREEMPTED
+    return 0
+
+
+def should_launch(trainer: TrainerConfig) -> bool:
+    """Whether `brickwork train` must start one process per device itself."""
+    return trainer.devices > 1 and trainer.strategy != "dp" and env_world_size() == 1
+
+
+def _under_srun() -> bool:
+    """One task of an `srun` step with several tasks (not the batch script itself)."""
+    return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+
+
+def _fill_env_from_slurm() -> None:
+    """Translate SLURM's variables into the ones `init_process_group` reads."""
+    if "RANK" in os.environ or not _under_srun():
+        return
+    if "MASTER_ADDR" not in os.environ:
+        raise ConfigError(
+            "running under srun with SLURM_NTASKS > 1 but MASTER_ADDR is not set; in the job "
+            "script export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) "
+            "and MASTER_PORT=29500, or launch with torchrun"
+        )
+    os.environ.setdefault("MASTER_PORT", "29500")
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_STEP_NUM_TASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
