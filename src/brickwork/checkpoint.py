@@ -47,25 +47,42 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 log = logging.getLogger("brickwork")
 
 
-def save_checkpoint(state: dict[str, Any], directory: Path, step: int) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], directory: Path, step: int, replace: bool = False
+) -> Path:
     """Write `state` (a `TrainState.state_dict()` plus extras) as `directory/step-N`.
 
     Returns the checkpoint folder. If a complete checkpoint of that step already
-    exists it is kept (saving the same step twice writes the same content).
+    exists it is kept, unless `replace` (the epoch-end save of a step that also had a
+    step-level save holds more: validation, best). A full disk or a read-only folder
+    raises `CheckpointError`; the previous checkpoints stay as they were.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
-    if final.exists() and _is_valid(final):
+    if final.exists() and _is_valid(final) and not replace:
         return final
     temporary = directory / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
         _write_checkpoint_files(state, temporary)
-        if final.exists():  # an incomplete leftover of the same step
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        if final.exists():
+            # Two renames, never a moment with a half-written step-N: a crash in between
+            # leaves step-N absent, and loading falls back to the previous checkpoint.
+            old = directory / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(temporary, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, final)
         _fsync_directory(directory)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise CheckpointError(
+            f"cannot save checkpoint {final.name} in {directory}: {error.strerror or error}; "
+            "free disk space or make the run folder writable, then continue with --resume "
+            f"{directory.parent} (earlier checkpoints are intact)"
+        ) from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -78,9 +95,15 @@ def point_alias(directory: Path, alias: str, checkpoint: Path) -> None:
     temporary = directory / f".{alias}.tmp-{os.getpid()}"
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
-    os.symlink(checkpoint.name, temporary)
-    os.replace(temporary, link)
-    _fsync_directory(directory)
+    try:
+        os.symlink(checkpoint.name, temporary)
+        os.replace(temporary, link)
+        _fsync_directory(directory)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot point {link} at {checkpoint.name}: {error.strerror or error}; "
+            "free disk space or make the run folder writable"
+        ) from None
 
 
 def prune_checkpoints(directory: Path, keep_k: int) -> None:
@@ -90,7 +113,7 @@ def prune_checkpoints(directory: Path, keep_k: int) -> None:
     for path in steps[keep_k:]:
         if path.resolve() not in protected:
             shutil.rmtree(path, ignore_errors=True)
-    for leftover in directory.glob(".tmp-*"):
+    for leftover in [*directory.glob(".tmp-*"), *directory.glob(".old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
 
 

@@ -117,12 +117,33 @@ class TrainerConfig(_Section):
     log_every_n_steps: PositiveInt = 50
     val_every_n_epochs: PositiveInt = 1
     test_after_fit: bool = True
+    stop_signals: list[str] = Field(
+        default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
+        description="signals that finish the step, save a checkpoint and exit 75",
+    )
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_steps: NonNegativeInt = Field(
+        10, description="with on_nonfinite=skip: stop once more steps than this were skipped"
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
         # YAML reads `precision: 32` as an int; the enum is spelled as text.
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("stop_signals")
+    @classmethod
+    def _known_signals(cls, value: list[str]) -> list[str]:
+        import signal
+
+        catchable = sorted(
+            s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP)
+        )
+        for name in value:
+            if name not in catchable:
+                raise ValueError(f"'{name}' is not a signal that can be caught; e.g. SIGUSR1")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -144,6 +165,12 @@ class CheckpointConfig(_Section):
     save_last: bool = True
     keep_k: NonNegativeInt = 1
     every_n_epochs: PositiveInt = 1
+    every_n_steps: PositiveInt | None = Field(
+        None, description="also save every n optimizer steps, mid-epoch included"
+    )
+    every_n_minutes: PositiveFloat | None = Field(
+        None, description="also save when this many minutes passed since the last save"
+    )
 
 
 class EarlyStoppingConfig(_Section):

@@ -86,10 +86,11 @@ def _fit(
     checkpointer = ModelCheckpoint(
         run.checkpoints,
         **config.checkpoint.model_dump(),
+        batches_per_epoch=parts.batches_per_epoch,
         extra_state={"config": config.to_dict(), "versions": _versions()},
     )
     callbacks: list[Any] = [
-        StopOnSignal(),
+        StopOnSignal(trainer.stop_signals),
         *_early_stopping(config),
         *user_callbacks,
         MetricsFile(run.metrics_file),
