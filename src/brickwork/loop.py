@@ -50,20 +50,28 @@ def fit(
     overrides: Sequence[str] = (),
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
+    resume_force: bool = False,
     callbacks: Iterable[Any] = (),
     compute_loss: ComputeLoss | None = None,
 ) -> dict[str, Any]:
     """Train from a config (object, YAML path, or None for the digits default).
 
+    `resume` continues a run folder or checkpoint; `"auto"` continues the newest run of
+    the config's name under `runs/` if it did not finish, else starts a new one. A
+    resume whose config changes the math is refused unless `resume_force`.
     Returns the run summary (also written to `summary.json`).
 
     Example:
         >>> summary = brickwork.fit("configs/digits.yaml", overrides=["trainer.max_epochs=3"])
         >>> summary["best"]["value"]
     """
-    resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
-    config = _resolve_config(config, overrides, resume_from)
-    run = open_run(config, run_dir, resume_from)
+    if str(resume) == "auto":
+        config = _resolve_config(config, overrides, None)
+        resume_from = _find_auto_resume(config.name)
+    else:
+        resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
+        config = _resolve_config(config, overrides, resume_from)
+    run = open_run(config, run_dir, resume_from, resume_force)
     try:
         return _fit(config, run, list(callbacks), compute_loss)
     finally:
@@ -105,12 +113,15 @@ def _fit(
     ]
     state = TrainState(model, optimizer, schedule, scaler, callbacks)
     if run.resume_from is not None:
-        state.load_state_dict(load_checkpoint(run.resume_from, map_location=device))
-        log.info("resumed from %s at step %d, epoch %d", run.resume_from, state.step, state.epoch)
+        _load_resume_state(state, run, config, device)
     non_blocking = parts.train_loader.pin_memory
     started, status, metrics = time.perf_counter(), "running", {}
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
 
+    # Marks the run unfinished at once, so `--resume auto` finds it even if it gets killed.
+    write_summary(
+        run, {"status": "running", "run_dir": str(run.directory), "num_steps": state.step}
+    )
     emit(callbacks, "on_fit_start", state)
     try:
         while not _finished(state, config):
@@ -315,6 +326,40 @@ def _resolve_config(
     if isinstance(config, Config):
         return load_config(config.to_dict(), overrides)
     return load_config(config, overrides)
+
+
+def _find_auto_resume(name: str) -> Path | None:
+    """`--resume auto`: the last checkpoint of the newest unfinished run named `name`."""
+    from brickwork.errors import CheckpointError
+    from brickwork.run import find_unfinished_run
+
+    found = find_unfinished_run(name)
+    if found is None:
+        log.info("--resume auto: no unfinished run of %s; starting a new run", name)
+        return None
+    try:
+        return resolve_checkpoint(found)
+    except CheckpointError:
+        log.warning("--resume auto: %s has no complete checkpoint; starting a new run", found)
+        return None
+
+
+def _load_resume_state(state: TrainState, run: Run, config: Config, device: torch.device) -> None:
+    """Load the checkpoint into `state`; only then record config changes in the run folder."""
+    from brickwork.errors import CheckpointError
+    from brickwork.run import record_config_changes
+
+    assert run.resume_from is not None
+    try:
+        state.load_state_dict(load_checkpoint(run.resume_from, map_location=device))
+    except (RuntimeError, KeyError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{run.resume_from}: does not fit the model and optimizer of this config "
+            f"({first_line[:200]}); resume with the run's own config"
+        ) from None
+    record_config_changes(run, config)
+    log.info("resumed from %s at step %d, epoch %d", run.resume_from, state.step, state.epoch)
 
 
 def _versions() -> dict[str, str]:

@@ -86,7 +86,12 @@ def test_step_checkpoints_resume_exactly_mid_accumulation(
     """Resume from each step-level checkpoint of a finished run (a crash right after it)."""
     run_dir = tmp_path / "run"
     fit(
-        overrides=[*fast_overrides, *ACCUMULATE, "checkpoint.every_n_steps=4", "checkpoint.keep_k=9"],
+        overrides=[
+            *fast_overrides,
+            *ACCUMULATE,
+            "checkpoint.every_n_steps=4",
+            "checkpoint.keep_k=9",
+        ],
         run_dir=run_dir,
     )
     steps = [int(p.name.split("-")[1]) for p in list_checkpoints(run_dir / "checkpoints")]
