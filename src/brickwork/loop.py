@@ -37,6 +37,7 @@ from brickwork.config import Config, load_config
 from brickwork.console import ConsoleProgress
 from brickwork.data.loader import seed_loader_for_epoch
 from brickwork.loggers import MetricsFile, TensorBoardLogger
+from brickwork.nonfinite import NonFiniteGuard
 from brickwork.preemption import StopOnSignal
 from brickwork.run import Run, open_run, write_summary
 from brickwork.state import TrainState, seed_everything, unwrap_model
@@ -97,8 +98,18 @@ def _fit(
         batches_per_epoch=parts.batches_per_epoch,
         extra_state={"config": config.to_dict(), "versions": _versions()},
     )
+    nonfinite = NonFiniteGuard(
+        trainer.on_nonfinite,
+        trainer.max_nonfinite_steps,
+        run.directory,
+        model,
+        parts.compute_loss,
+        parts.train_loader,
+        device,
+    )
     callbacks: list[Any] = [
         StopOnSignal(trainer.stop_signals),
+        nonfinite,
         *_early_stopping(config),
         *user_callbacks,
         MetricsFile(run.metrics_file),
@@ -134,6 +145,8 @@ def _fit(
             for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
                 optimizer.zero_grad(set_to_none=True)
                 step_samples = sum(batch_size_of(b) for b in micro_batches)
+                losses: list[tuple[torch.Tensor, int]] = []
+                nonfinite.remember_buffers()  # with on_nonfinite=skip only
                 for batch in micro_batches:
                     batch = move_to_device(batch, device, non_blocking)
                     num_samples = batch_size_of(batch)
@@ -142,6 +155,13 @@ def _fit(
                     loss = output["loss"]
                     scaled = loss * (num_samples / step_samples)  # mean over the whole step
                     (scaler.scale(scaled) if scaler else scaled).backward()
+                    losses.append((loss.detach(), num_samples))
+
+                if not nonfinite.all_finite(losses):  # one device sync per step
+                    nonfinite.handle(state, micro_batches)  # raises NonFiniteError to stop
+                    state.batch_in_epoch += len(micro_batches)  # skipped: no update, no step
+                    continue
+                for loss, num_samples in losses:
                     state.interval_loss.update(loss, num_samples)  # on device: no sync
                     state.epoch_loss.update(loss, num_samples)
 
