@@ -76,10 +76,13 @@ def save_checkpoint(
         else:
             os.replace(temporary, final)
         _fsync_directory(directory)
-    except OSError as error:
+    except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error
         shutil.rmtree(temporary, ignore_errors=True)
+        reason = getattr(error, "strerror", None) or str(error).removeprefix(
+            "Error while serializing: "
+        )
         raise CheckpointError(
-            f"cannot save checkpoint {final.name} in {directory}: {error.strerror or error}; "
+            f"cannot save checkpoint {final.name} in {directory}: {reason}; "
             "free disk space or make the run folder writable, then continue with --resume "
             f"{directory.parent} (earlier checkpoints are intact)"
         ) from None

@@ -11,6 +11,7 @@ written by the interrupted run, are dropped so nothing is counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -68,7 +69,8 @@ class MetricsFile:
 
     def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
         if self._handle is not None:
-            self._handle.close()
+            with contextlib.suppress(OSError):  # a full disk already stopped the run
+                self._handle.close()
             self._handle = None
 
     def state_dict(self) -> dict[str, Any]:

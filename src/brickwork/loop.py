@@ -232,7 +232,10 @@ def _fit(
         if status in ("completed", "early_stopped") and trainer.test_after_fit:
             summary["test"] = _test_best(config, run, parts, autocast)
             summary["final"].update(summary["test"])
-        write_summary(run, summary)
+        try:
+            write_summary(run, summary)
+        except OSError as error:  # a full disk must not hide the error that stopped the run
+            log.warning("could not write %s: %s", run.summary_file, error.strerror)
         emit(callbacks, "on_fit_end", state, summary)
     return summary
 

@@ -245,8 +245,15 @@ def _new_run_dir(name: str) -> Path:
     return candidate
 
 
+class _LogFileHandler(logging.FileHandler):
+    """`train.log`: a write that fails (full disk) is dropped instead of printing a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

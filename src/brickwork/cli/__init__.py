@@ -8,12 +8,16 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 EXIT_USER_ERROR = 2
+
+# OS errors that are the machine's state, not a bug: one line, exit 2, like user mistakes.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -46,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except BrickworkError as error:
         print(f"brickwork {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if error.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(
+            f"brickwork {args.command}: error: cannot write{where}: {error.strerror}; "
+            "free disk space or make the folder writable, then run again",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"brickwork {args.command}: interrupted", file=sys.stderr)
