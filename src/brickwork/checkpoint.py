@@ -131,14 +131,45 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Verify and read a checkpoint folder back into the dict that was saved."""
     verify_checkpoint(path)
+    tensors = load_tensors(path / TENSORS_FILE, map_location)
+    model = load_tensors(path / MODEL_FILE, map_location)
     try:
-        tensors = load_file(path / TENSORS_FILE, device=str(map_location))
         skeleton = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         state: dict[str, Any] = _decode(skeleton, tensors)
-        state["model"] = load_file(path / MODEL_FILE, device=str(map_location))
-    except (SafetensorError, json.JSONDecodeError, OSError, KeyError) as error:
+        state["model"] = model
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
     return state
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else, a pickle above all, is refused unread.
+
+    A pickle (`torch.save`'s format) can run arbitrary code while it loads, so brickwork
+    never unpickles: safetensors holds tensors and nothing else.
+    """
+    if _looks_like_pickle(path):
+        raise CheckpointError(
+            f"{path}: is a pickle (torch.save) file, which can run code when loaded; "
+            "brickwork only reads safetensors: re-save the weights with "
+            "safetensors.torch.save_file, or use a checkpoint brickwork wrote"
+        )
+    try:
+        return load_file(path, device=str(map_location))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({error}); use a checkpoint brickwork wrote"
+        ) from None
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """A raw pickle starts with the PROTO opcode; torch.save's zip files with `PK`."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
@@ -250,6 +281,12 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if "__items__" in value:
         return {k: _decode(v, tensors) for k, v in value["__items__"]}
     return {k: _decode(v, tensors) for k, v in value.items()}
+
+
+def unshare_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies fit for safetensors, which refuses tensors that share memory
+    (tied weights): the repeats are copied."""
+    return _unshared({k: v.detach().cpu() for k, v in tensors.items()})
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from brickwork.checkpoint import MODEL_FILE, resolve_checkpoint, verify_checkpoint
+from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import (
     Components,
     build_components,
@@ -40,7 +39,7 @@ def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, P
     verify_checkpoint(folder)
     device = resolve_device(config.trainer.device)
     parts = build_components(config, device)
-    weights = load_file(folder / MODEL_FILE, device=str(device))
+    weights = load_tensors(folder / MODEL_FILE, device)
     try:
         unwrap_model(parts.model).load_state_dict(weights)
     except RuntimeError as error:

@@ -420,9 +420,9 @@ def _test_best(config: Config, run: Run, parts: Any, autocast: Any) -> dict[str,
     best = run.checkpoints / "best"
     model = unwrap_model(parts.model)
     if best.exists():
-        from safetensors.torch import load_file
+        from brickwork.checkpoint import MODEL_FILE, load_tensors
 
-        model.load_state_dict(load_file(best / "model.safetensors", device=str(parts.device)))
+        model.load_state_dict(load_tensors(best / MODEL_FILE, parts.device))
     from brickwork.data import build_dataloader
 
     loader = build_dataloader(

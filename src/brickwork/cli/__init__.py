@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ("brickwork.cli.train", "train a model from a YAML config"),
     "evaluate": ("brickwork.cli.evaluate", "compute metrics of a trained run on a split"),
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
+    "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
 }
 
 
