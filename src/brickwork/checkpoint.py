@@ -213,14 +213,29 @@ def resolve_checkpoint(run_or_path: Path, which: str = "last") -> Path:
     alias = directory / which
     candidates: list[Path] = [alias.resolve()] if alias.is_symlink() else []
     candidates += sorted(list_checkpoints(directory), reverse=True)
+    problems: list[str] = []
     for candidate in candidates:
-        if _is_valid(candidate):
-            if candidates and candidate != candidates[0]:
-                log.warning(
-                    "checkpoint %s is missing or corrupt; using %s instead", alias, candidate.name
-                )
-            return candidate
-    raise CheckpointError(f"{path}: no complete checkpoint found; is this a brickwork run folder?")
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if candidate != candidates[0]:
+            log.warning(
+                "checkpoint %s is unusable (%s); using %s instead",
+                alias,
+                problems[0],
+                candidate.name,
+            )
+        return candidate
+    if problems:
+        raise CheckpointError(
+            f"{path}: no usable checkpoint ({problems[0]}); "
+            "start a new run, or restore the checkpoint from a backup"
+        )
+    raise CheckpointError(
+        f"{path}: no checkpoint found; pass a brickwork run folder (runs/<name>/<id>)"
+    )
 
 
 def _write_checkpoint_files(state: dict[str, Any], folder: Path) -> None:

@@ -15,7 +15,7 @@ import copy
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -142,7 +142,9 @@ class TrainerConfig(_Section):
         )
         for name in value:
             if name not in catchable:
-                raise ValueError(f"'{name}' is not a signal that can be caught; e.g. SIGUSR1")
+                raise ValueError(
+                    f"'{name}' is not a signal that can be caught; use names such as SIGUSR1"
+                )
         return value
 
     @field_validator("device")
@@ -203,7 +205,7 @@ def _metric_list(value: Any) -> Any:
 class Config(_Section):
     """A whole run. Each field maps to a section of the YAML file."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "run"
+    name: str = "run"
     seed: int = 42
     imports: list[str] = []
     data: DataConfig = DataConfig()
@@ -219,6 +221,16 @@ class Config(_Section):
     callbacks: list[CallbackConfig] = []
 
     _normalize_metrics = field_validator("metrics", mode="before")(_metric_list)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                "the name becomes a folder under runs/: use letters, digits, '_', '.' and '-'"
+            )
+        return value
+
     _normalize_callbacks = field_validator("callbacks", mode="before")(_metric_list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,7 +273,10 @@ def load_config(
         try:
             import_project_modules(config.imports, source.parent)
         except (ImportError, FileNotFoundError, SyntaxError) as error:
-            raise ConfigError(f"{source}: imports: {error}") from error
+            raise ConfigError(
+                f"{source}: imports: {error}; check the module name and that the module "
+                "sits beside the config file"
+            ) from error
         check_component_kwargs(config, source)
     return config
 

@@ -32,7 +32,10 @@ from brickwork.state import unwrap_model
 def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, Path]:
     """The run's components with the chosen checkpoint's weights loaded."""
     if not (Path(run_dir) / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a brickwork run folder (no config.yaml)")
+        raise CheckpointError(
+            f"{run_dir}: not a brickwork run folder (no config.yaml); "
+            "pass a run folder such as runs/<name>/<id>"
+        )
     config = load_config(Path(run_dir) / "config.yaml")
     location = Path(checkpoint) if checkpoint not in ("best", "last") else Path(run_dir)
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
@@ -83,7 +86,9 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, checkpoint: str = "be
     if parts.data.load_unlabeled is None:
         raise DataError(f"dataset of {run_dir} does not support predict on new inputs")
     if not inputs.exists():
-        raise DataError(f"--input {inputs}: no such file or folder")
+        raise DataError(
+            f"--input {inputs}: no such file or folder; pass an existing file or folder"
+        )
     dataset, names = parts.data.load_unlabeled(inputs)
     loader: DataLoader[Any] = DataLoader(dataset, batch_size=256, collate_fn=parts.data.collate_fn)
     probabilities, predictions, _ = _predict_loader(parts, loader)
