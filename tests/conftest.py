@@ -18,14 +18,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-# A short run of the default config: 2 epochs, no image grid or graph to keep it fast.
+# A short run of the default config: 2 epochs, small CNN; the last two entries turn off
+# the progress bar and TensorBoard (drop them with FAST[:-2] to test those).
 FAST = [
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=5",
     "trainer.test_after_fit=false",
+    "model.channels=[8,16]",
     "loggers.progress_bar=false",
     "loggers.tensorboard.enabled=false",
-    "model.channels=[8,16]",
 ]
 
 
@@ -52,3 +53,7 @@ def run_cli(
         timeout=timeout_s,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+# The same, with the MLP instead of the CNN (no BatchNorm; dropout set per test).
+FAST_MLP = [o for o in FAST if not o.startswith("model.")] + ["model.name=mlp"]

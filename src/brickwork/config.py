@@ -264,7 +264,9 @@ def load_config(
     else:
         source = Path(path) if path is not None else DEFAULT_CONFIG
         raw = read_yaml(source)
-    for override in overrides:
+    # Component swaps (`model.name=mlp`) first, so they drop the old component's
+    # arguments without dropping arguments given for the new one.
+    for override in sorted(overrides, key=lambda o: not _is_component_swap(o)):
         apply_override(raw, override)
     config = validate_config(raw, source)
     if check_components:
@@ -313,6 +315,10 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         value = text
     node = raw
     parts = key.split(".")
+    section = raw.get(parts[0])
+    if _is_component_swap(override) and isinstance(section, dict) and section.get("name") != value:
+        typed = _fields_at([parts[0]])
+        raw[parts[0]] = {k: v for k, v in section.items() if k in typed}
     for part in parts[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):
@@ -320,6 +326,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def _is_component_swap(override: str) -> bool:
+    """`model.name=...`: a new component whose old arguments no longer apply."""
+    key = override.partition("=")[0]
+    return key.count(".") == 1 and key.endswith(".name") and key.split(".")[0] in COMPONENT_SECTIONS
 
 
 def validate_config(raw: dict[str, Any], source: Path | str = "<config>") -> Config:

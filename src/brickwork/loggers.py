@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +146,10 @@ class TensorBoardLogger:
         was_training = module.training
         module.eval()  # eval: dropout draws no random numbers, so resume stays exact
         try:
-            self.writer.add_graph(module, example[0][:1].to(device))
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, deprecated but
+                warnings.simplefilter("ignore", FutureWarning)  # still TensorBoard's only way
+                self.writer.add_graph(module, example[0][:1].to(device))
         except Exception as error:  # tracing fails on data-dependent control flow
-            import logging
-
             logging.getLogger("brickwork").warning("TensorBoard graph skipped: %s", error)
         finally:
             module.train(was_training)
@@ -204,7 +206,7 @@ def labelled_grid(
             f"{_label(int(predicted), label_names)}/{_label(int(truth), label_names)}",
             fill=colour,
         )
-        tiles.append(torch.from_numpy(np.asarray(tile)).permute(2, 0, 1))
+        tiles.append(torch.from_numpy(np.array(tile)).permute(2, 0, 1))
     return make_grid(torch.stack(tiles), nrow=8, padding=2)
 
 

@@ -24,8 +24,8 @@ import torch
 from brickwork.checkpoint import MANIFEST_FILE, MODEL_FILE
 from brickwork.loop import fit
 from tests.conftest import FAST, run_cli
-from tests.integration.test_resume import StopAtStep
 from tests.integration.test_resume_config import tree_digest
+from tests.integration.test_resume_exact import StopAtStep
 from tests.mount import remount_read_only, tmpfs
 
 pytestmark = pytest.mark.slow

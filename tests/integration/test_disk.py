@@ -7,8 +7,8 @@ from pathlib import Path
 from brickwork.checkpoint import list_checkpoints, verify_checkpoint
 from brickwork.loop import fit
 from tests.conftest import run_cli
-from tests.integration.test_resume import StopAtStep
 from tests.integration.test_resume_config import tree_digest
+from tests.integration.test_resume_exact import StopAtStep
 from tests.mount import fill, remount_read_only, tmpfs
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from brickwork.errors import ConfigError
 from brickwork.loop import fit
-from tests.integration.test_resume import StopAtStep
+from tests.integration.test_resume_exact import StopAtStep
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -1,0 +1,202 @@
+"""How much does brickwork cost over a hand-written PyTorch loop?
+
+The same model (the default small CNN), data (the digits splits), seed and
+hyperparameters (AdamW, lr 3e-3, no schedule) are trained three ways, interleaved
+round by round so machine noise hits each alike:
+
+- `plain`: the loop you would write yourself (zero_grad, forward, loss, backward,
+  step; validation under no_grad each epoch);
+- `brickwork`: `brickwork.fit` with its default logging on (metrics file, console
+  lines, TensorBoard scalars/graph/histograms/image grid, checkpoints each epoch);
+- `lightning`: Lightning's Trainer on the same module, when `lightning` is installed.
+
+Reported per batch size: the median time per optimizer step and the whole-run wall
+time, each as a ratio to the plain loop (1.00 = no overhead).
+
+    python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--batch-sizes 32 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from brickwork.data.digits import build_digits
+from brickwork.loop import fit
+from brickwork.models.basic import SmallCNN
+
+SEED = 0
+LR = 3e-3
+
+
+def brickwork_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[float], float]:
+    """Step timestamps and wall time of `brickwork.fit` with default logging."""
+    stamps: list[float] = []
+
+    class StepClock:
+        def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
+            stamps.append(time.perf_counter())
+
+    overrides = [
+        f"seed={SEED}",
+        f"data.batch_size={batch_size}",
+        f"trainer.max_epochs={epochs}",
+        "scheduler=null",
+        f"optimizer.lr={LR}",
+        "optimizer.weight_decay=0.01",
+        "loss.label_smoothing=0",
+        "early_stopping=null",
+        "trainer.test_after_fit=false",
+        "trainer.device=cpu",
+    ]
+    started = time.perf_counter()
+    fit(None, overrides=overrides, run_dir=folder, callbacks=[StepClock()])
+    return stamps, time.perf_counter() - started
+
+
+def plain_run(batch_size: int, epochs: int) -> tuple[list[float], float]:
+    """The hand-written loop, doing what a careful user would."""
+    started = time.perf_counter()
+    torch.manual_seed(SEED)
+    data = build_digits(seed=42)
+    model = SmallCNN(in_channels=1, num_classes=10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(SEED)
+    train = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator)
+    val = DataLoader(data.val, batch_size=batch_size)
+    stamps: list[float] = []
+    for epoch in range(epochs):
+        model.train()
+        running = torch.zeros(())
+        for inputs, targets in train:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            running += loss.detach()
+            stamps.append(time.perf_counter())
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for inputs, targets in val:
+                correct += int((model(inputs).argmax(1) == targets).sum())
+                total += len(targets)
+        print(
+            f"  plain epoch {epoch + 1}: loss {running.item() / len(train):.4f} "
+            f"val acc {correct / total:.4f}"
+        )
+    return stamps, time.perf_counter() - started
+
+
+def lightning_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[float], float] | None:
+    """Lightning's Trainer on the same module, default logger and checkpointing."""
+    try:
+        import lightning as L
+    except ImportError:
+        return None
+    started = time.perf_counter()
+    stamps: list[float] = []
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SmallCNN(in_channels=1, num_classes=10)
+            self.loss_fn = nn.CrossEntropyLoss()
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = self.loss_fn(self.model(batch[0]), batch[1])
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            logits = self.model(batch[0])
+            self.log("val/loss", self.loss_fn(logits, batch[1]))
+            self.log("val/acc", (logits.argmax(1) == batch[1]).float().mean())
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            stamps.append(time.perf_counter())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=0.01)
+
+    L.seed_everything(SEED, verbose=False)
+    data = build_digits(seed=42)
+    generator = torch.Generator().manual_seed(SEED)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(folder),
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        log_every_n_steps=10,
+    )
+    trainer.fit(
+        Module(),
+        DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator),
+        DataLoader(data.val, batch_size=batch_size),
+    )
+    return stamps, time.perf_counter() - started
+
+
+def median_step_s(stamps: list[float]) -> float:
+    """Median gap between consecutive steps; epoch-boundary gaps (validation) are outliers."""
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for batch_size in args.batch_sizes:
+            results: dict[str, list[tuple[float, float]]] = {}
+            for round_index in range(args.rounds):
+                runs = {
+                    "plain": lambda bs=batch_size: plain_run(bs, args.epochs),
+                    "brickwork": lambda bs=batch_size, r=round_index: brickwork_run(
+                        bs, args.epochs, Path(scratch) / f"bw-{bs}-{r}"
+                    ),
+                    "lightning": lambda bs=batch_size, r=round_index: lightning_run(
+                        bs, args.epochs, Path(scratch) / f"pl-{bs}-{r}"
+                    ),
+                }
+                for name, run in runs.items():
+                    outcome = run()
+                    if outcome is not None:
+                        stamps, wall = outcome
+                        results.setdefault(name, []).append((median_step_s(stamps), wall))
+            base_step = statistics.median(s for s, _ in results["plain"])
+            base_wall = statistics.median(w for _, w in results["plain"])
+            for name, values in results.items():
+                step = statistics.median(s for s, _ in values)
+                wall = statistics.median(w for _, w in values)
+                rows.append(
+                    (batch_size, name, step * 1e3, step / base_step, wall, wall / base_wall)
+                )
+    print(
+        f"\n{'batch':>5} {'loop':<10} {'ms/step':>8} {'step ratio':>10} {'wall s':>7} "
+        f"{'wall ratio':>10}"
+    )
+    for batch_size, name, step_ms, step_ratio, wall, wall_ratio in rows:
+        print(
+            f"{batch_size:>5} {name:<10} {step_ms:>8.3f} {step_ratio:>10.3f} {wall:>7.2f} "
+            f"{wall_ratio:>10.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

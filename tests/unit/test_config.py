@@ -1,0 +1,103 @@
+"""Config loading: defaults, typed overrides, and one-line fix-it errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brickwork.config import DEFAULT_CONFIG, apply_override, load_config
+from brickwork.errors import ConfigError
+
+
+def test_default_config_is_the_digits_cnn() -> None:
+    config = load_config()
+    assert config.data.name == "digits"
+    assert config.model.name == "cnn"
+    assert config.checkpoint.monitor == "val/acc"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("optimizer.lr=0.01", ("optimizer", "lr"), 0.01),
+        ("trainer.max_epochs=5", ("trainer", "max_epochs"), 5),
+        ("data.batch_size=64", ("data", "batch_size"), 64),
+        ("loggers.progress_bar=false", ("loggers", "progress_bar"), False),
+        ("model.channels=[4,8]", ("model", "channels"), [4, 8]),
+        ("trainer.gradient_clip_val=null", ("trainer", "gradient_clip_val"), None),
+        ("trainer.precision=bf16", ("trainer", "precision"), "bf16"),
+    ],
+)
+def test_overrides_are_typed(override: str, key: tuple[str, str], expected: object) -> None:
+    config = load_config(None, [override]).to_dict()
+    assert config[key[0]][key[1]] == expected
+
+
+def test_override_creates_a_section_that_was_null() -> None:
+    config = load_config(None, ["scheduler=null", "early_stopping.patience=2"])
+    assert config.scheduler is None
+    assert config.early_stopping is not None and config.early_stopping.patience == 2
+
+
+def test_precision_written_as_a_number_in_yaml_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  precision: 32\n")
+    assert load_config(path).trainer.precision == "32"
+
+
+def test_partial_yaml_keeps_defaults_for_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: tiny\nmodel:\n  name: mlp\n  hidden_sizes: [16]\n")
+    config = load_config(path)
+    assert config.name == "tiny" and config.model.kwargs == {"hidden_sizes": [16]}
+    assert config.optimizer.name == "adamw"
+
+
+def test_every_shipped_config_loads() -> None:
+    shipped = [DEFAULT_CONFIG, *Path(__file__).parents[2].joinpath("configs").glob("*.yaml")]
+    for path in shipped:
+        load_config(path)
+        assert path.read_text().startswith("#"), f"{path}: open with what it is and how to run it"
+
+
+def test_override_without_equals_sign_is_explained() -> None:
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_override({}, "optimizer.lr")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean `optimizer.lr`"]),
+        (["trainer.max_epoch=3"], ["trainer.max_epoch", "did you mean `trainer.max_epochs`"]),
+        (["trainr.max_epochs=3"], ["trainr", "did you mean `trainer`"]),
+        (["optimizer.lr=-1"], ["optimizer.lr = -1", "greater than 0"]),
+        (["optimizer.lr=fast"], ["optimizer.lr = 'fast'", "number"]),
+        (["trainer.precision=8"], ["trainer.precision = 8", "'32', 'bf16' or '16'"]),
+        (["trainer.device=tpu"], ["trainer.device = 'tpu'", "auto, cpu, cuda"]),
+        (["checkpoint.mode=up"], ["checkpoint.mode = 'up'", "'min' or 'max'"]),
+        (["model.name=cnnn"], ["model.name = 'cnnn'", "did you mean `cnn`"]),
+        (["optimizer.name=adamw", "optimizer.momentun=0.9"], ["optimizer.momentun", "unknown key"]),
+        (["model.chanels=[8]"], ["model.chanels", "did you mean `model.channels`"]),
+        (["trainer.max_epochs=null"], ["max_epochs or trainer.max_steps"]),
+        (["metrics=[acuracy]"], ["metrics[0].name = 'acuracy'", "did you mean `accuracy`"]),
+    ],
+)
+def test_bad_values_name_key_value_and_fix(overrides: list[str], fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(DEFAULT_CONFIG) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_swapping_a_component_drops_the_old_ones_arguments() -> None:
+    config = load_config(None, ["model.hidden_sizes=[32]", "model.name=mlp", "data.batch_size=16"])
+    assert config.model.name == "mlp"
+    assert config.model.kwargs == {"hidden_sizes": [32]}  # the cnn's `channels` are gone
+    assert config.data.batch_size == 16
+    swapped = load_config(None, ["scheduler.name=step", "scheduler.step_size=3"])
+    assert swapped.scheduler is not None and swapped.scheduler.kwargs == {"step_size": 3}

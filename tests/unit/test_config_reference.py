@@ -1,0 +1,23 @@
+"""The README's config reference is generated from the schema and must not drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from brickwork.config_reference import reference_markdown, reference_rows
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_every_schema_key_has_a_description() -> None:
+    undocumented = [key for key, _, _, meaning in reference_rows() if not meaning]
+    assert not undocumented, f"describe these in config_reference.DESCRIPTIONS: {undocumented}"
+
+
+def test_readme_reference_matches_the_schema() -> None:
+    text = README.read_text()
+    start = text.index("<!-- config-reference:start -->\n") + len(
+        "<!-- config-reference:start -->\n"
+    )
+    end = text.index("<!-- config-reference:end -->")
+    assert text[start:end] == reference_markdown(), "run `make docs` to regenerate the README"
