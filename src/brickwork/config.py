@@ -15,7 +15,7 @@ import copy
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -205,7 +205,7 @@ def _metric_list(value: Any) -> Any:
 class Config(_Section):
     """A whole run. Each field maps to a section of the YAML file."""
 
-    name: str = "run"
+    name: Annotated[str, Field(min_length=1)] = "run"
     seed: int = 42
     imports: list[str] = []
     data: DataConfig = DataConfig()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from brickwork.checkpoint import list_checkpoints, verify_checkpoint
 from brickwork.loop import fit
 from tests.conftest import run_cli
@@ -12,6 +14,7 @@ from tests.integration.test_resume_exact import StopAtStep
 from tests.mount import fill, remount_read_only, tmpfs
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(
     tmp_path: Path, fast_overrides: list[str]
 ) -> None:
@@ -33,6 +36,7 @@ def test_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(
         assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_read_only_run_folder_is_one_line_and_untouched(
     tmp_path: Path, fast_overrides: list[str]
 ) -> None:

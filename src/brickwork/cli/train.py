@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if config is not None and not config.is_file():
         raise ConfigError(f"{config}: config file not found; pass the path to a YAML file")
+    if args.resume in (None, "auto"):
+        from brickwork.config import load_config
+
+        # The schema check needs no torch: a typo is reported in a fraction of a second.
+        load_config(config, overrides, check_components=False)
 
     from brickwork.loop import fit
     from brickwork.preemption import EXIT_PREEMPTED
