@@ -124,7 +124,7 @@ def _fit(
     ]
     state = TrainState(model, optimizer, schedule, scaler, callbacks)
     if run.resume_from is not None:
-        _load_resume_state(state, run, config, device)
+        _load_resume_state(state, run.resume_from, run, config, device)
     non_blocking = parts.train_loader.pin_memory
     started, status, metrics = time.perf_counter(), "running", {}
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
@@ -367,22 +367,23 @@ def _find_auto_resume(name: str) -> Path | None:
         return None
 
 
-def _load_resume_state(state: TrainState, run: Run, config: Config, device: torch.device) -> None:
-    """Load the checkpoint into `state`; only then record config changes in the run folder."""
+def _load_resume_state(
+    state: TrainState, checkpoint: Path, run: Run, config: Config, device: torch.device
+) -> None:
+    """Load `checkpoint` into `state`; only then record config changes in the run folder."""
     from brickwork.errors import CheckpointError
     from brickwork.run import record_config_changes
 
-    assert run.resume_from is not None
     try:
-        state.load_state_dict(load_checkpoint(run.resume_from, map_location=device))
+        state.load_state_dict(load_checkpoint(checkpoint, map_location=device))
     except (RuntimeError, KeyError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(
-            f"{run.resume_from}: does not fit the model and optimizer of this config "
+            f"{checkpoint}: does not fit the model and optimizer of this config "
             f"({first_line[:200]}); resume with the run's own config"
         ) from None
     record_config_changes(run, config)
-    log.info("resumed from %s at step %d, epoch %d", run.resume_from, state.step, state.epoch)
+    log.info("resumed from %s at step %d, epoch %d", checkpoint, state.step, state.epoch)
 
 
 def _versions() -> dict[str, str]:
