@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -121,6 +122,11 @@ class EarlyStopping:
 class ModelCheckpoint:
     """Save `last` each `every_n_epochs`, `best` on improvement of `monitor`, prune to `keep_k`.
 
+    Optionally also every `every_n_steps` optimizer steps or `every_n_minutes`, mid-epoch
+    included, so a crash loses at most that much work. A step-level save that falls on
+    the last step of an epoch is moved to the epoch end, so one step never has two
+    different checkpoints (one before and one after validation).
+
     The best value, step and epoch ride in every checkpoint, so a resumed run keeps
     comparing against the true best rather than starting over.
     """
@@ -135,14 +141,37 @@ class ModelCheckpoint:
         save_last: bool = True,
         keep_k: int = 1,
         every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        every_n_minutes: float | None = None,
+        batches_per_epoch: int | None = None,
         extra_state: dict[str, Any] | None = None,
     ) -> None:
         self.directory = directory
         self.monitor, self.mode = monitor, mode
         self.save_last, self.keep_k, self.every_n_epochs = save_last, keep_k, every_n_epochs
+        self.every_n_steps, self.every_n_minutes = every_n_steps, every_n_minutes
+        self.batches_per_epoch = batches_per_epoch
         self.extra_state = extra_state or {}
         self.best: dict[str, Any] | None = None  # {"value", "step", "epoch"}
         self._last_saved_step: int | None = None
+        self._last_saved_time = time.monotonic()
+        self._deferred = False  # a step-level save moved to the epoch end
+
+    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        by_steps = self.every_n_steps is not None and state.step % self.every_n_steps == 0
+        by_time = (
+            self.every_n_minutes is not None
+            and time.monotonic() - self._last_saved_time >= 60 * self.every_n_minutes
+        )
+        if not (by_steps or by_time):
+            return
+        ends_epoch = (
+            self.batches_per_epoch is not None and state.batch_in_epoch >= self.batches_per_epoch
+        )
+        if ends_epoch:
+            self._deferred = True  # saved in on_epoch_end, after validation
+        else:
+            self.save(state)
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         finished_epoch = state.epoch_of_step
@@ -153,8 +182,9 @@ class ModelCheckpoint:
         if is_best:
             self.best = {"value": value, "step": state.step, "epoch": finished_epoch}
         periodic = self.save_last and (finished_epoch + 1) % self.every_n_epochs == 0
-        if is_best or periodic or state.should_stop:
+        if is_best or periodic or state.should_stop or self._deferred:
             self.save(state, best=is_best)
+        self._deferred = False
 
     def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
         # A run stopped between epochs (a signal) has unsaved steps; a failed one has
@@ -175,7 +205,8 @@ class ModelCheckpoint:
             barrier()
             return self.directory / f"step-{state.step:08d}"
         payload["extra"] = self.extra_state
-        folder = save_checkpoint(payload, self.directory, state.step)
+        folder = save_checkpoint(payload, self.directory, state.step, replace=True)
+        self._last_saved_time = time.monotonic()
         point_alias(self.directory, "last", folder)
         if best:
             point_alias(self.directory, "best", folder)

@@ -47,25 +47,45 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 log = logging.getLogger("brickwork")
 
 
-def save_checkpoint(state: dict[str, Any], directory: Path, step: int) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], directory: Path, step: int, replace: bool = False
+) -> Path:
     """Write `state` (a `TrainState.state_dict()` plus extras) as `directory/step-N`.
 
     Returns the checkpoint folder. If a complete checkpoint of that step already
-    exists it is kept (saving the same step twice writes the same content).
+    exists it is kept, unless `replace` (the epoch-end save of a step that also had a
+    step-level save holds more: validation, best). A full disk or a read-only folder
+    raises `CheckpointError`; the previous checkpoints stay as they were.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:08d}"
-    if final.exists() and _is_valid(final):
+    if final.exists() and _is_valid(final) and not replace:
         return final
     temporary = directory / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
         _write_checkpoint_files(state, temporary)
-        if final.exists():  # an incomplete leftover of the same step
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        if final.exists():
+            # Two renames, never a moment with a half-written step-N: a crash in between
+            # leaves step-N absent, and loading falls back to the previous checkpoint.
+            old = directory / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(temporary, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, final)
         _fsync_directory(directory)
+    except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error
+        shutil.rmtree(temporary, ignore_errors=True)
+        reason = getattr(error, "strerror", None) or str(error).removeprefix(
+            "Error while serializing: "
+        )
+        raise CheckpointError(
+            f"cannot save checkpoint {final.name} in {directory}: {reason}; "
+            "free disk space or make the run folder writable, then continue with --resume "
+            f"{directory.parent} (earlier checkpoints are intact)"
+        ) from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -78,9 +98,15 @@ def point_alias(directory: Path, alias: str, checkpoint: Path) -> None:
     temporary = directory / f".{alias}.tmp-{os.getpid()}"
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
-    os.symlink(checkpoint.name, temporary)
-    os.replace(temporary, link)
-    _fsync_directory(directory)
+    try:
+        os.symlink(checkpoint.name, temporary)
+        os.replace(temporary, link)
+        _fsync_directory(directory)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot point {link} at {checkpoint.name}: {error.strerror or error}; "
+            "free disk space or make the run folder writable"
+        ) from None
 
 
 def prune_checkpoints(directory: Path, keep_k: int) -> None:
@@ -90,7 +116,7 @@ def prune_checkpoints(directory: Path, keep_k: int) -> None:
     for path in steps[keep_k:]:
         if path.resolve() not in protected:
             shutil.rmtree(path, ignore_errors=True)
-    for leftover in directory.glob(".tmp-*"):
+    for leftover in [*directory.glob(".tmp-*"), *directory.glob(".old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -105,14 +131,45 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Verify and read a checkpoint folder back into the dict that was saved."""
     verify_checkpoint(path)
+    tensors = load_tensors(path / TENSORS_FILE, map_location)
+    model = load_tensors(path / MODEL_FILE, map_location)
     try:
-        tensors = load_file(path / TENSORS_FILE, device=str(map_location))
         skeleton = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         state: dict[str, Any] = _decode(skeleton, tensors)
-        state["model"] = load_file(path / MODEL_FILE, device=str(map_location))
-    except (SafetensorError, json.JSONDecodeError, OSError, KeyError) as error:
+        state["model"] = model
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
     return state
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else, a pickle above all, is refused unread.
+
+    A pickle (`torch.save`'s format) can run arbitrary code while it loads, so brickwork
+    never unpickles: safetensors holds tensors and nothing else.
+    """
+    if _looks_like_pickle(path):
+        raise CheckpointError(
+            f"{path}: is a pickle (torch.save) file, which can run code when loaded; "
+            "brickwork only reads safetensors: re-save the weights with "
+            "safetensors.torch.save_file, or use a checkpoint brickwork wrote"
+        )
+    try:
+        return load_file(path, device=str(map_location))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({error}); use a checkpoint brickwork wrote"
+        ) from None
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """A raw pickle starts with the PROTO opcode; torch.save's zip files with `PK`."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" or head == b"PK\x03\x04"
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
@@ -156,14 +213,29 @@ def resolve_checkpoint(run_or_path: Path, which: str = "last") -> Path:
     alias = directory / which
     candidates: list[Path] = [alias.resolve()] if alias.is_symlink() else []
     candidates += sorted(list_checkpoints(directory), reverse=True)
+    problems: list[str] = []
     for candidate in candidates:
-        if _is_valid(candidate):
-            if candidates and candidate != candidates[0]:
-                log.warning(
-                    "checkpoint %s is missing or corrupt; using %s instead", alias, candidate.name
-                )
-            return candidate
-    raise CheckpointError(f"{path}: no complete checkpoint found; is this a brickwork run folder?")
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if candidate != candidates[0]:
+            log.warning(
+                "checkpoint %s is unusable (%s); using %s instead",
+                alias,
+                problems[0],
+                candidate.name,
+            )
+        return candidate
+    if problems:
+        raise CheckpointError(
+            f"{path}: no usable checkpoint ({problems[0]}); "
+            "start a new run, or restore the checkpoint from a backup"
+        )
+    raise CheckpointError(
+        f"{path}: no checkpoint found; pass a brickwork run folder (runs/<name>/<id>)"
+    )
 
 
 def _write_checkpoint_files(state: dict[str, Any], folder: Path) -> None:
@@ -224,6 +296,12 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if "__items__" in value:
         return {k: _decode(v, tensors) for k, v in value["__items__"]}
     return {k: _decode(v, tensors) for k, v in value.items()}
+
+
+def unshare_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies fit for safetensors, which refuses tensors that share memory
+    (tied weights): the repeats are copied."""
+    return _unshared({k: v.detach().cpu() for k, v in tensors.items()})
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

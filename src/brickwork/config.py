@@ -158,12 +158,35 @@ class TrainerConfig(_Section):
     find_unused_parameters: bool = False
     dist_timeout_s: PositiveFloat = 1800
     channels_last: bool = False
+    stop_signals: list[str] = Field(
+        default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
+        description="signals that finish the step, save a checkpoint and exit 75",
+    )
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_steps: NonNegativeInt = Field(
+        10, description="with on_nonfinite=skip: stop once more steps than this were skipped"
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
         # YAML reads `precision: 32` as an int; the enum is spelled as text.
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("stop_signals")
+    @classmethod
+    def _known_signals(cls, value: list[str]) -> list[str]:
+        import signal
+
+        catchable = sorted(
+            s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP)
+        )
+        for name in value:
+            if name not in catchable:
+                raise ValueError(
+                    f"'{name}' is not a signal that can be caught; use names such as SIGUSR1"
+                )
+        return value
 
     @field_validator("device")
     @classmethod
@@ -185,6 +208,12 @@ class CheckpointConfig(_Section):
     save_last: bool = True
     keep_k: NonNegativeInt = 1
     every_n_epochs: PositiveInt = 1
+    every_n_steps: PositiveInt | None = Field(
+        None, description="also save every n optimizer steps, mid-epoch included"
+    )
+    every_n_minutes: PositiveFloat | None = Field(
+        None, description="also save when this many minutes passed since the last save"
+    )
 
 
 class EarlyStoppingConfig(_Section):
@@ -217,7 +246,7 @@ def _metric_list(value: Any) -> Any:
 class Config(_Section):
     """A whole run. Each field maps to a section of the YAML file."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "run"
+    name: Annotated[str, Field(min_length=1)] = "run"
     seed: int = 42
     imports: list[str] = []
     data: DataConfig = DataConfig()
@@ -234,6 +263,16 @@ class Config(_Section):
     callbacks: list[CallbackConfig] = []
 
     _normalize_metrics = field_validator("metrics", mode="before")(_metric_list)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                "the name becomes a folder under runs/: use letters, digits, '_', '.' and '-'"
+            )
+        return value
+
     _normalize_callbacks = field_validator("callbacks", mode="before")(_metric_list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,7 +317,10 @@ def load_config(
         try:
             import_project_modules(config.imports, source.parent)
         except (ImportError, FileNotFoundError, SyntaxError) as error:
-            raise ConfigError(f"{source}: imports: {error}") from error
+            raise ConfigError(
+                f"{source}: imports: {error}; check the module name and that the module "
+                "sits beside the config file"
+            ) from error
         check_component_kwargs(config, source)
     return config
 

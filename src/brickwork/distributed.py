@@ -272,18 +272,23 @@ class StopSync:
             state.stop_reason = reasons[0] if reasons else state.stop_reason
 
 
-def open_shared_run(config: Config, run_dir: Path | str | None, resume_from: Path | None) -> Run:
+def open_shared_run(
+    config: Config,
+    run_dir: Path | str | None,
+    resume_from: Path | None,
+    resume_force: bool = False,
+) -> Run:
     """Rank 0 creates (or reopens) the run folder; every other rank gets the same paths."""
     from brickwork.errors import BrickworkError
     from brickwork.run import Run, open_run
 
     if not is_distributed():
-        return open_run(config, run_dir, resume_from)
+        return open_run(config, run_dir, resume_from, resume_force)
     run: Run | None = None
     message: tuple[str, str, str | None] | tuple[str, str]
     if is_main_process():
         try:
-            run = open_run(config, run_dir, resume_from)
+            run = open_run(config, run_dir, resume_from, resume_force)
             resumed = str(run.resume_from) if run.resume_from else None
             message = ("ok", str(run.directory), resumed)
         except BrickworkError as error:

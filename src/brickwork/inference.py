@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from brickwork.checkpoint import MODEL_FILE, resolve_checkpoint, verify_checkpoint
+from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import (
     Components,
     build_components,
@@ -33,7 +32,10 @@ from brickwork.state import unwrap_model
 def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, Path]:
     """The run's components with the chosen checkpoint's weights loaded."""
     if not (Path(run_dir) / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a brickwork run folder (no config.yaml)")
+        raise CheckpointError(
+            f"{run_dir}: not a brickwork run folder (no config.yaml); "
+            "pass a run folder such as runs/<name>/<id>"
+        )
     config = load_config(Path(run_dir) / "config.yaml")
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
     location = Path(checkpoint) if checkpoint not in ("best", "last") else Path(run_dir)
@@ -41,7 +43,7 @@ def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, P
     verify_checkpoint(folder)
     device = resolve_device(config.trainer.device)
     parts = build_components(config, device)
-    weights = load_file(folder / MODEL_FILE, device=str(device))
+    weights = load_tensors(folder / MODEL_FILE, device)
     try:
         unwrap_model(parts.model).load_state_dict(weights)
     except RuntimeError as error:
@@ -85,7 +87,9 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, checkpoint: str = "be
     if parts.data.load_unlabeled is None:
         raise DataError(f"dataset of {run_dir} does not support predict on new inputs")
     if not inputs.exists():
-        raise DataError(f"--input {inputs}: no such file or folder")
+        raise DataError(
+            f"--input {inputs}: no such file or folder; pass an existing file or folder"
+        )
     dataset, names = parts.data.load_unlabeled(inputs)
     loader: DataLoader[Any] = DataLoader(dataset, batch_size=256, collate_fn=parts.data.collate_fn)
     probabilities, predictions, _ = _predict_loader(parts, loader)

@@ -11,6 +11,7 @@ written by the interrupted run, are dropped so nothing is counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,16 +33,28 @@ if TYPE_CHECKING:
 
 
 class MetricsFile:
-    """Append-only `metrics.jsonl`; flushed per line so a crash loses at most one row."""
+    """Append-only `metrics.jsonl`; flushed per line so a crash loses at most one row.
+
+    Its length in bytes rides in every checkpoint, so a resume cuts the file back to
+    exactly what it held at that checkpoint: rows the interrupted run wrote later
+    (including an epoch-end row of the checkpoint's own step) are not repeated.
+    """
+
+    state_key = "metrics_file"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: Any = None
+        self._num_bytes: int | None = None  # the file's length at the last write or resume
 
     def on_fit_start(self, state: TrainState) -> None:
         if state.step > 0 and self.path.exists():
-            _truncate_after_step(self.path, state.step)
-        self._handle = self.path.open("a", encoding="utf-8")
+            if self._num_bytes is not None:
+                _truncate_to(self.path, self._num_bytes)
+            else:  # a checkpoint from before the byte count was saved
+                _truncate_after_step(self.path, state.step)
+        self._handle = self.path.open("ab")
+        self._num_bytes = self._handle.tell()
 
     def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
         if logs:
@@ -52,13 +65,21 @@ class MetricsFile:
 
     def write(self, state: TrainState, metrics: dict[str, float]) -> None:
         row = {"step": state.step, "epoch": state.epoch_of_step, **_finite_or_none(metrics)}
-        self._handle.write(json.dumps(row) + "\n")
+        self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
         self._handle.flush()
+        self._num_bytes = self._handle.tell()
 
     def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
         if self._handle is not None:
-            self._handle.close()
+            with contextlib.suppress(OSError):  # a full disk already stopped the run
+                self._handle.close()
             self._handle = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_bytes": self._num_bytes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._num_bytes = state.get("num_bytes")
 
 
 class TensorBoardLogger:
@@ -198,6 +219,14 @@ def _label(index: int, label_names: list[str] | None) -> str:
 def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN or Infinity: write them as null so every JSON reader can parse."""
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def _truncate_to(path: Path, num_bytes: int) -> None:
+    """Cut `path` back to its first `num_bytes` bytes (what a checkpoint recorded)."""
+    with path.open("rb+") as handle:
+        handle.truncate(min(num_bytes, os.fstat(handle.fileno()).st_size))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _truncate_after_step(path: Path, step: int) -> None:

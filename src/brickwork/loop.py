@@ -58,6 +58,7 @@ from brickwork.distributed import (
 )
 from brickwork.errors import ConfigError
 from brickwork.loggers import MetricsFile, TensorBoardLogger
+from brickwork.nonfinite import NonFiniteGuard
 from brickwork.preemption import StopOnSignal
 from brickwork.run import Run, write_summary
 from brickwork.state import TrainState, seed_everything, unwrap_model
@@ -71,11 +72,15 @@ def fit(
     overrides: Sequence[str] = (),
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
+    resume_force: bool = False,
     callbacks: Iterable[Any] = (),
     compute_loss: ComputeLoss | None = None,
 ) -> dict[str, Any]:
     """Train from a config (object, YAML path, or None for the digits default).
 
+    `resume` continues a run folder or checkpoint; `"auto"` continues the newest run of
+    the config's name under `runs/` if it did not finish, else starts a new one. A
+    resume whose config changes the math is refused unless `resume_force`.
     Returns the run summary (also written to `summary.json`). Started by torchrun
     (`RANK`/`WORLD_SIZE` set) it joins the process group and trains as one rank.
 
@@ -83,10 +88,14 @@ def fit(
         >>> summary = brickwork.fit("configs/digits.yaml", overrides=["trainer.max_epochs=3"])
         >>> summary["best"]["value"]
     """
-    resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
-    config = _resolve_config(config, overrides, resume_from)
+    if str(resume) == "auto":
+        config = _resolve_config(config, overrides, None)
+        resume_from = _find_auto_resume(config.name)
+    else:
+        resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
+        config = _resolve_config(config, overrides, resume_from)
     with distributed_session(config.trainer, resolve_device(config.trainer.device)):
-        run = open_shared_run(config, run_dir, resume_from)
+        run = open_shared_run(config, run_dir, resume_from, resume_force)
         try:
             return _fit(config, run, list(callbacks), compute_loss)
         finally:
@@ -118,12 +127,23 @@ def _fit(
     checkpointer = ModelCheckpoint(
         run.checkpoints,
         **config.checkpoint.model_dump(),
+        batches_per_epoch=parts.batches_per_epoch,
         extra_state={"config": config.to_dict(), "versions": _versions()},
+    )
+    nonfinite = NonFiniteGuard(
+        trainer.on_nonfinite,
+        trainer.max_nonfinite_steps,
+        run.directory,
+        parts.model,  # unwrapped: its replay must not run DDP's hooks
+        parts.compute_loss,
+        parts.train_loader,
+        device,
     )
     main = is_main_process()  # only rank 0 prints and writes files
     callbacks: list[Any] = [
         *_finetune(config, parts.model, optimizer, schedule),
-        StopOnSignal(),
+        StopOnSignal(trainer.stop_signals),
+        nonfinite,
         *_early_stopping(config),
         *user_callbacks,
         *([MetricsFile(run.metrics_file)] if main else []),
@@ -145,8 +165,7 @@ def _fit(
     ]
     state = TrainState(model, optimizer, schedule, scaler, callbacks)
     if run.resume_from is not None:
-        state.load_state_dict(load_checkpoint(run.resume_from, map_location=device))
-        log.info("resumed from %s at step %d, epoch %d", run.resume_from, state.step, state.epoch)
+        _load_resume_state(state, run.resume_from, run, config, device)
     non_blocking = parts.train_loader.pin_memory
     started, status, metrics = time.perf_counter(), "running", {}
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
@@ -154,6 +173,10 @@ def _fit(
     if main and (world_size > 1 or config.data.global_batch_size is not None):
         print(f"brickwork: {describe_batch(config, world_size)}", flush=True)
 
+    # Marks the run unfinished at once, so `--resume auto` finds it even if it gets killed.
+    write_summary(
+        run, {"status": "running", "run_dir": str(run.directory), "num_steps": state.step}
+    )
     emit(callbacks, "on_fit_start", state)
     try:
         while not _finished(state, config):
@@ -166,6 +189,8 @@ def _fit(
             for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
                 optimizer.zero_grad(set_to_none=True)
                 step_samples = sum(batch_size_of(b) for b in micro_batches)
+                losses: list[tuple[torch.Tensor, int]] = []
+                nonfinite.remember_buffers()  # with on_nonfinite=skip only
                 for index, batch in enumerate(micro_batches):
                     batch = move_to_device(batch, device, non_blocking, trainer.channels_last)
                     num_samples = batch_size_of(batch)
@@ -176,6 +201,13 @@ def _fit(
                         loss = output["loss"]
                         scaled = loss * (num_samples / step_samples)  # mean over the whole step
                         (scaler.scale(scaled) if scaler else scaled).backward()
+                    losses.append((loss.detach(), num_samples))
+
+                if not nonfinite.all_finite(losses):  # one device sync per step
+                    nonfinite.handle(state, micro_batches)  # raises NonFiniteError to stop
+                    state.batch_in_epoch += len(micro_batches)  # skipped: no update, no step
+                    continue
+                for loss, num_samples in losses:
                     state.interval_loss.update(loss, num_samples)  # on device: no sync
                     state.epoch_loss.update(loss, num_samples)
 
@@ -247,7 +279,10 @@ def _fit(
             summary["test"] = _test_best(config, run, parts, autocast)
             summary["final"].update(summary["test"])
         if main:
-            write_summary(run, summary)
+            try:
+                write_summary(run, summary)
+            except OSError as error:  # a full disk must not hide the error that stopped the run
+                log.warning("could not write %s: %s", run.summary_file, error.strerror)
         if world_size > 1 and status == "preempted":
             log.warning(
                 "rank %d stopped at step %d (%s)", get_rank(), state.step, state.stop_reason
@@ -383,6 +418,41 @@ def _resolve_config(
     return load_config(config, overrides)
 
 
+def _find_auto_resume(name: str) -> Path | None:
+    """`--resume auto`: the last checkpoint of the newest unfinished run named `name`."""
+    from brickwork.errors import CheckpointError
+    from brickwork.run import find_unfinished_run
+
+    found = find_unfinished_run(name)
+    if found is None:
+        log.info("--resume auto: no unfinished run of %s; starting a new run", name)
+        return None
+    try:
+        return resolve_checkpoint(found)
+    except CheckpointError:
+        log.warning("--resume auto: %s has no complete checkpoint; starting a new run", found)
+        return None
+
+
+def _load_resume_state(
+    state: TrainState, checkpoint: Path, run: Run, config: Config, device: torch.device
+) -> None:
+    """Load `checkpoint` into `state`; only then record config changes in the run folder."""
+    from brickwork.errors import CheckpointError
+    from brickwork.run import record_config_changes
+
+    try:
+        state.load_state_dict(load_checkpoint(checkpoint, map_location=device))
+    except (RuntimeError, KeyError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{checkpoint}: does not fit the model and optimizer of this config "
+            f"({first_line[:200]}); resume with the run's own config"
+        ) from None
+    record_config_changes(run, config)
+    log.info("resumed from %s at step %d, epoch %d", checkpoint, state.step, state.epoch)
+
+
 def _versions() -> dict[str, str]:
     return {"brickwork": brickwork.__version__, "torch": torch.__version__}
 
@@ -418,9 +488,9 @@ def _test_best(config: Config, run: Run, parts: Any, autocast: Any) -> dict[str,
     best = run.checkpoints / "best"
     model = unwrap_model(parts.model)
     if best.exists():
-        from safetensors.torch import load_file
+        from brickwork.checkpoint import MODEL_FILE, load_tensors
 
-        model.load_state_dict(load_file(best / "model.safetensors", device=str(parts.device)))
+        model.load_state_dict(load_tensors(best / MODEL_FILE, parts.device))
     from brickwork.data import build_dataloader
 
     loader = build_dataloader(

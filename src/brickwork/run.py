@@ -37,6 +37,7 @@ class Run:
 
     directory: Path
     resume_from: Path | None = None
+    config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     _handler: logging.Handler | None = field(default=None, repr=False)
 
     @property
@@ -67,28 +68,138 @@ class Run:
             self._handler = None
 
 
-def open_run(config: Config, run_dir: Path | str | None, resume_from: Path | None = None) -> Run:
+def open_run(
+    config: Config,
+    run_dir: Path | str | None,
+    resume_from: Path | None = None,
+    resume_force: bool = False,
+) -> Run:
     """Create a fresh run folder (or reopen the one being resumed), write `config.yaml`
-    and attach `train.log`."""
+    and attach `train.log`.
+
+    A resume whose config changes the math is refused (see `MATH_NEUTRAL_KEYS`) unless
+    `resume_force`; nothing in the folder is written until the checkpoint has loaded
+    (`record_config_changes`), so a refused resume leaves the run as it was.
+    """
     if resume_from is not None:
         directory = run_dir_of(resume_from)
-    else:
-        directory = Path(run_dir) if run_dir is not None else _new_run_dir(config.name)
-        if directory.exists() and any(directory.iterdir()):
+        changes = compare_configs(read_run_config(directory), config.to_dict())
+        refused = sorted(k for k in changes if not is_math_neutral(k))
+        if refused and not resume_force:
+            shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
             raise ConfigError(
-                f"--run-dir {directory}: folder exists and is not empty; choose a new folder, "
-                f"or continue that run with --resume {directory}"
+                f"--resume {directory}: the new config changes the math of the run: {shown}; "
+                "drop those overrides to continue it, start a new run, or pass --resume-force"
             )
+        run = Run(directory=directory, resume_from=resume_from, config_changes=changes)
+        run._handler = _attach_log_file(directory / "train.log")
+        return run
+    directory = Path(run_dir) if run_dir is not None else _new_run_dir(config.name)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ConfigError(
+            f"--run-dir {directory}: folder exists and is not empty; choose a new folder, "
+            f"or continue that run with --resume {directory}"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         write_atomically(
             directory / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
         )
     except OSError as error:
-        raise ConfigError(f"{directory}: cannot write the run folder ({error.strerror})") from None
+        raise ConfigError(
+            f"{directory}: cannot write the run folder ({error.strerror}); "
+            "choose a writable --run-dir"
+        ) from None
     run = Run(directory=directory, resume_from=resume_from)
     run._handler = _attach_log_file(directory / "train.log")
     return run
+
+
+# Keys a resume may change without changing what the next optimizer step computes.
+# Everything else (data, model, optimizer, loss, scheduler, seed, batch size,
+# accumulation, precision, clipping, ...) is refused without --resume-force.
+MATH_NEUTRAL_KEYS = (
+    "name",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.log_every_n_steps",
+    "trainer.test_after_fit",
+    "trainer.device",
+    "trainer.stop_signals",
+    "trainer.on_nonfinite",
+    "trainer.max_nonfinite_steps",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.prefetch_factor",
+    "data.eval_batch_size",
+    "checkpoint.keep_k",
+    "checkpoint.save_last",
+    "checkpoint.every_n_epochs",
+    "checkpoint.every_n_steps",
+    "checkpoint.every_n_minutes",
+    "early_stopping",
+    "loggers",
+)
+
+
+def is_math_neutral(key: str) -> bool:
+    """Whether changing `key` on resume leaves the training math as it was."""
+    return any(key == k or key.startswith(k + ".") for k in MATH_NEUTRAL_KEYS)
+
+
+def compare_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ, mapped to (old, new); lists compare whole."""
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    return {
+        key: (old_flat.get(key), new_flat.get(key))
+        for key in sorted(old_flat.keys() | new_flat.keys())
+        if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)
+    }
+
+
+def read_run_config(directory: Path) -> dict[str, Any]:
+    """A run's saved config, with today's defaults filled in for keys it predates."""
+    from brickwork.config import load_config
+
+    return load_config(directory / "config.yaml", check_components=False).to_dict()
+
+
+def record_config_changes(run: Run, config: Config) -> None:
+    """After a resume loaded: keep the old `config.yaml` beside the new one, log the changes."""
+    if not run.config_changes:
+        return
+    backup = run.directory / f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    if not backup.exists():
+        os.replace(run.config_file, backup)
+    write_atomically(run.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for key, (before, after) in run.config_changes.items():
+        log.info(
+            "config changed on resume: %s: %r -> %r (previous config in %s)",
+            key,
+            before,
+            after,
+            backup.name,
+        )
+
+
+def find_unfinished_run(name: str, root: Path = Path("runs")) -> Path | None:
+    """The newest run folder of config `name` under `root` that did not finish.
+
+    Finished means `summary.json` says completed or early_stopped; a run without a
+    summary (killed) or with another status (preempted, failed, running) is unfinished.
+    """
+    folder = root / name
+    if not folder.is_dir():
+        return None
+    runs = [p for p in folder.iterdir() if (p / "config.yaml").is_file()]
+    for candidate in sorted(runs, key=lambda p: (p / "config.yaml").stat().st_mtime, reverse=True):
+        try:
+            status = json.loads((candidate / "summary.json").read_text(encoding="utf-8"))["status"]
+        except (OSError, ValueError, KeyError, TypeError):
+            status = None
+        return None if status in ("completed", "early_stopped") else candidate
+    return None
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -114,6 +225,18 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+_ABSENT = object()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, child in value.items():
+        out.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def _new_run_dir(name: str) -> Path:
     base = Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
     candidate, suffix = base, 1
@@ -123,8 +246,15 @@ def _new_run_dir(name: str) -> Path:
     return candidate
 
 
+class _LogFileHandler(logging.FileHandler):
+    """`train.log`: a write that fails (full disk) is dropped instead of printing a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -56,7 +56,9 @@ def test_imports_file_registers_a_project_model(tmp_path) -> None:
         "                         nn.Linear(width, num_classes))\n"
     )
     config_path = tmp_path / "config.yaml"
-    config_path.write_text("imports: [my_models.py]\nmodel:\n  name: test_project_net\n  width: 5\n")
+    config_path.write_text(
+        "imports: [my_models.py]\nmodel:\n  name: test_project_net\n  width: 5\n"
+    )
     config = load_config(config_path)
     assert config.model.name == "test_project_net"
     with pytest.raises(ConfigError, match=r"did you mean `model\.width`"):

@@ -8,6 +8,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -15,12 +16,16 @@ from collections.abc import Sequence
 
 EXIT_USER_ERROR = 2
 
+# OS errors that are the machine's state, not a bug: one line, exit 2, like user mistakes.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("brickwork.cli.train", "train a model from a YAML config"),
     "evaluate": ("brickwork.cli.evaluate", "compute metrics of a trained run on a split"),
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
     "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
+    "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
 }
 
 
@@ -47,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except BrickworkError as error:
         print(f"brickwork {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if error.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(
+            f"brickwork {args.command}: error: cannot write{where}: {error.strerror}; "
+            "free disk space or make the folder writable, then run again",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"brickwork {args.command}: interrupted", file=sys.stderr)

@@ -24,9 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--resume",
-        metavar="RUN_DIR|CHECKPOINT",
-        type=Path,
-        help="continue a run from its last checkpoint (or from the checkpoint folder given)",
+        metavar="RUN_DIR|CHECKPOINT|auto",
+        help="continue a run from its last checkpoint (or from the checkpoint folder given); "
+        "auto: continue the newest unfinished run of this config's name, or start a new one",
+    )
+    parser.add_argument(
+        "--resume-force",
+        action="store_true",
+        help="resume even if the new config changes the math (batch size, model, data, ...)",
     )
 
 
@@ -36,8 +41,20 @@ def run(args: argparse.Namespace) -> int:
     config, overrides = split_config_and_overrides(args.args)
     if args.resume is not None and args.run_dir is not None:
         raise ConfigError("--resume continues in the run's own folder; drop --run-dir")
-    if args.resume is not None and not args.resume.exists():
-        raise ConfigError(f"--resume {args.resume}: no such run folder or checkpoint")
+    if args.resume_force and args.resume is None:
+        raise ConfigError("--resume-force only applies with --resume; add --resume RUN_DIR")
+    if args.resume not in (None, "auto") and not Path(args.resume).exists():
+        raise ConfigError(
+            f"--resume {args.resume}: no such run folder or checkpoint; "
+            "pass a folder under runs/, or --resume auto"
+        )
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: config file not found; pass the path to a YAML file")
+    if args.resume in (None, "auto"):
+        from brickwork.config import load_config
+
+        # The schema check needs no torch: a typo is reported in a fraction of a second.
+        load_config(config, overrides, check_components=False)
 
     from brickwork.distributed import launch_processes, should_launch
 
@@ -48,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from brickwork.loop import fit
     from brickwork.preemption import EXIT_PREEMPTED
 
-    summary = fit(config, overrides=overrides, run_dir=args.run_dir, resume=args.resume)
+    summary = fit(
+        config,
+        overrides=overrides,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        resume_force=args.resume_force,
+    )
     if summary["status"] == "preempted":
         return EXIT_PREEMPTED
     return 0 if summary["status"] in ("completed", "early_stopped") else 1

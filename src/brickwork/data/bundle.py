@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from brickwork import registry
-from brickwork.errors import ConfigError
+from brickwork.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from brickwork.config import Config
@@ -92,4 +92,21 @@ def build_data(config: Config) -> DataBundle:
             f"dataset '{config.data.name}' returned {type(bundle).__name__}; "
             "a dataset factory must return a brickwork.data.DataBundle"
         )
+    _check_labels(bundle, config.data.name)
     return bundle
+
+
+def _check_labels(bundle: DataBundle, name: str) -> None:
+    """A label outside 0..num_classes-1 would crash deep in the loss: say so up front."""
+    targets = bundle.train_targets
+    if bundle.num_classes is None or targets is None or targets.numel() == 0:
+        return
+    if targets.is_floating_point():
+        return  # soft or regression targets: nothing to range-check
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= bundle.num_classes:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"dataset '{name}': label {bad} is outside 0..{bundle.num_classes - 1} "
+            f"(num_classes={bundle.num_classes}); fix the labels or num_classes"
+        )

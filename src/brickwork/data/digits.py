@@ -110,7 +110,9 @@ def _read_image_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
             with Image.open(file) as image:
                 grey = image.convert("L").resize((8, 8), Image.Resampling.BILINEAR)
         except (UnidentifiedImageError, OSError) as error:
-            raise DataError(f"{file}: cannot decode image ({error})") from None
+            raise DataError(
+                f"{file}: cannot decode image ({error}); remove or replace that file"
+            ) from None
         pixels = np.asarray(grey, dtype=np.float32) / 255.0
         arrays.append(1.0 - pixels if pixels.mean() > 0.5 else pixels)
     return np.stack(arrays), [file.name for file in files]

@@ -1,0 +1,26 @@
+"""`brickwork export RUN_DIR --format safetensors|torchscript|onnx`: a deployable model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    parser.add_argument(
+        "--format", default="safetensors", choices=["safetensors", "torchscript", "onnx"]
+    )
+    parser.add_argument("--output", type=Path, help="the file to write (default: RUN_DIR/export/)")
+    parser.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from brickwork.export import export_run
+
+    result = export_run(args.run_dir, args.format, args.output, args.checkpoint)
+    print(
+        f"wrote {result['path']} ({result['format']}, outputs match the checkpoint "
+        f"within {result['max_abs_diff']:.1e})"
+    )
+    return 0
