@@ -174,9 +174,16 @@ def _fit(
         print(f"brickwork: {describe_batch(config, world_size)}", flush=True)
 
     # Marks the run unfinished at once, so `--resume auto` finds it even if it gets killed.
-    write_summary(
-        run, {"status": "running", "run_dir": str(run.directory), "num_steps": state.step}
-    )
+    if main:
+        write_summary(
+            run,
+            {
+                "status": "running",
+                "run_dir": str(run.directory),
+                "num_steps": state.step,
+                "world_size": world_size,
+            },
+        )
     emit(callbacks, "on_fit_start", state)
     try:
         while not _finished(state, config):
@@ -476,6 +483,7 @@ def _summarize(
         "final": dict(metrics),
         "num_steps": state.step,
         "num_epochs": state.epoch,
+        "world_size": get_world_size(),
         "wall_s": round(time.perf_counter() - started, 3),
         "versions": _versions(),
     }

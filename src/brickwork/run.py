@@ -83,7 +83,10 @@ def open_run(
     """
     if resume_from is not None:
         directory = run_dir_of(resume_from)
-        changes = compare_configs(read_run_config(directory), config.to_dict())
+        changes = compare_configs(
+            _per_step_batch(read_run_config(directory), _saved_world_size(directory)),
+            _per_step_batch(config.to_dict(), _current_world_size()),
+        )
         refused = sorted(k for k in changes if not is_math_neutral(k))
         if refused and not resume_force:
             shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
@@ -156,6 +159,26 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple
         for key in sorted(old_flat.keys() | new_flat.keys())
         if old_flat.get(key, _ABSENT) != new_flat.get(key, _ABSENT)
     }
+
+
+def _per_step_batch(config: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """Compare batch sizes over all processes: 1 x 32 and 2 x 16 train the same."""
+    data = dict(config.get("data") or {})
+    data["batch_size (all processes)"] = data.pop("batch_size", 0) * world_size
+    return {**config, "data": data}
+
+
+def _saved_world_size(directory: Path) -> int:
+    try:
+        return int(json.loads((directory / "summary.json").read_text()).get("world_size", 1))
+    except (OSError, ValueError, AttributeError):
+        return 1
+
+
+def _current_world_size() -> int:
+    from brickwork.distributed import get_world_size
+
+    return get_world_size()
 
 
 def read_run_config(directory: Path) -> dict[str, Any]:
