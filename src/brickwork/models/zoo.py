@@ -126,16 +126,7 @@ def _timm_factory(model_name: str) -> Callable[..., Any]:
     if not timm.is_model(model_name):
         raise RegistryError(f"unknown timm model '{model_name}'{_closest(model_name, 'timm')}")
 
-    def factory(
-        num_classes: int | None = None,
-        in_channels: int | None = None,
-        input_shape: tuple[int, ...] | None = None,
-        pretrained: bool = False,
-        **kwargs: Any,
-    ) -> nn.Module:
-        return build_timm_model(model_name, num_classes, in_channels, pretrained, **kwargs)
-
-    return factory
+    return _bound_factory(build_timm_model, model_name)
 
 
 def _torchvision_factory(model_name: str) -> Callable[..., Any]:
@@ -145,6 +136,12 @@ def _torchvision_factory(model_name: str) -> Callable[..., Any]:
         hint = _closest(model_name, "torchvision")
         raise RegistryError(f"unknown torchvision classification model '{model_name}'{hint}")
 
+    return _bound_factory(build_torchvision_model, model_name)
+
+
+def _bound_factory(build: Callable[..., nn.Module], model_name: str) -> Callable[..., Any]:
+    """A registry factory for one zoo model; its signature names the data facts it takes."""
+
     def factory(
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -152,7 +149,7 @@ def _torchvision_factory(model_name: str) -> Callable[..., Any]:
         pretrained: bool = False,
         **kwargs: Any,
     ) -> nn.Module:
-        return build_torchvision_model(model_name, num_classes, in_channels, pretrained, **kwargs)
+        return build(model_name, num_classes, in_channels, pretrained, **kwargs)
 
     return factory
 
