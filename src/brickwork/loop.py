@@ -206,7 +206,10 @@ def _fit(
                         with autocast:
                             output = parts.compute_loss(model, batch)
                         loss = output["loss"]
-                        scaled = loss * (num_samples / step_samples)  # mean over the whole step
+                        # Weighted to the mean over the whole step; one micro-step needs no
+                        # multiply (x1.0 is exact, and each tiny op costs time on the CPU).
+                        single = len(micro_batches) == 1
+                        scaled = loss if single else loss * (num_samples / step_samples)
                         (scaler.scale(scaled) if scaler else scaled).backward()
                     losses.append((loss.detach(), num_samples))
 
@@ -214,9 +217,10 @@ def _fit(
                     nonfinite.handle(state, micro_batches)  # raises NonFiniteError to stop
                     state.batch_in_epoch += len(micro_batches)  # skipped: no update, no step
                     continue
-                for loss, num_samples in losses:
-                    state.interval_loss.update(loss, num_samples)  # on device: no sync
-                    state.epoch_loss.update(loss, num_samples)
+                for loss, num_samples in losses:  # on device: no sync
+                    weighted = loss.float() * num_samples
+                    state.interval_loss.add_sum(weighted, num_samples)
+                    state.epoch_loss.add_sum(weighted, num_samples)
 
                 if trainer.gradient_clip_val is not None:
                     if scaler is not None:

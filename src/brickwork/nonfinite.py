@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,11 @@ class NonFiniteGuard:
     @staticmethod
     def all_finite(losses: list[tuple[torch.Tensor, int]]) -> bool:
         """Whether every micro-step loss of the step is finite; `bool()` here is a device sync."""
-        finite = bool(torch.isfinite(torch.stack([loss.float() for loss, _ in losses])).all())
+        if len(losses) == 1:  # the common case: one scalar read, no extra tensor ops
+            finite = math.isfinite(losses[0][0].item())
+        else:
+            stacked = torch.stack([loss.float() for loss, _ in losses])
+            finite = bool(torch.isfinite(stacked).all())
         if get_world_size() > 1:  # every rank must skip or stop together, or weights diverge
             (num_bad_ranks,) = sum_across_ranks(0.0 if finite else 1.0)
             finite = num_bad_ranks == 0

@@ -38,7 +38,11 @@ class RunningMean:
         self.count = 0
 
     def update(self, value: torch.Tensor, num_samples: int) -> None:
-        weighted = value.detach().float() * num_samples
+        """Add a mean `value` over `num_samples` samples."""
+        self.add_sum(value.detach().float() * num_samples, num_samples)
+
+    def add_sum(self, weighted: torch.Tensor, num_samples: int) -> None:
+        """Add a sum over `num_samples` samples (lets two means share one multiply)."""
         self.total = weighted if self.total is None else self.total + weighted
         self.count += num_samples
 
