@@ -48,6 +48,7 @@ class SupervisedStep:
 class Components:
     """Everything `fit` needs besides the optimizer, which depends on the model's placement."""
 
+    config: Config
     data: DataBundle
     model: nn.Module
     compute_loss: ComputeLoss
@@ -68,7 +69,6 @@ def build_components(
     config: Config, device: torch.device, compute_loss: ComputeLoss | None = None
 ) -> Components:
     """Data, loaders, model (on `device`), loss and metrics for `config`."""
-    from brickwork.distributed import get_rank, get_world_size
     from brickwork.metrics import build_metrics
 
     data = build_data(config)
@@ -82,27 +82,37 @@ def build_components(
         config.data.pin_memory if config.data.pin_memory is not None else device.type == "cuda"
     )
 
-    def loader(split: str, train: bool) -> DataLoader[Any]:
-        return build_dataloader(
-            data.split(split),
-            config.data,
-            train=train,
-            seed=config.seed,
-            collate_fn=data.collate_fn,
-            pin_memory=pin_memory,
-            targets=data.train_targets if train else None,
-            num_replicas=get_world_size(),  # this rank's share (all of it in one process)
-            rank=get_rank(),
-        )
-
     return Components(
+        config=config,
         data=data,
         model=model,
         compute_loss=compute_loss or SupervisedStep(loss_fn),
         metrics=build_metrics(config.metrics, data.num_classes).to(device),
-        train_loader=loader("train", train=True),
-        val_loader=loader("val", train=False),
+        train_loader=build_split_loader(config, data, "train", train=True, pin_memory=pin_memory),
+        val_loader=build_split_loader(config, data, "val", pin_memory=pin_memory),
         device=device,
+    )
+
+
+def build_split_loader(
+    config: Config, data: DataBundle, split: str, *, train: bool = False, pin_memory: bool = False
+) -> DataLoader[Any]:
+    """A loader over this rank's share of one split (all of it in one process).
+
+    `train=True` shuffles (or draws weighted) and pads across ranks; evaluation does neither.
+    """
+    from brickwork.distributed import get_rank, get_world_size
+
+    return build_dataloader(
+        data.split(split),
+        config.data,
+        train=train,
+        seed=config.seed,
+        collate_fn=data.collate_fn,
+        pin_memory=pin_memory,
+        targets=data.train_targets if train else None,
+        num_replicas=get_world_size(),
+        rank=get_rank(),
     )
 
 

@@ -17,12 +17,12 @@ from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, v
 from brickwork.components import (
     Components,
     build_components,
+    build_split_loader,
     move_to_device,
     resolve_device,
     split_batch,
 )
 from brickwork.config import load_config
-from brickwork.data import build_dataloader
 from brickwork.errors import CheckpointError, DataError
 from brickwork.loop import evaluate_loader
 from brickwork.run import run_dir_of
@@ -61,14 +61,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     from brickwork.metrics import build_confusion_matrix
 
     parts, folder = load_trained(run_dir, checkpoint)
-    config = load_config(Path(run_dir) / "config.yaml")
-    loader = build_dataloader(
-        parts.data.split(split),
-        config.data,
-        train=False,
-        seed=config.seed,
-        collate_fn=parts.data.collate_fn,
-    )
+    loader = build_split_loader(parts.config, parts.data, split)
     metrics = evaluate_loader(
         parts.model, loader, parts.compute_loss, parts.metrics, parts.device, split
     )

@@ -34,6 +34,7 @@ from brickwork.components import (
     batch_size_of,
     build_components,
     build_optimization,
+    build_split_loader,
     move_to_device,
     resolve_device,
 )
@@ -503,17 +504,7 @@ def _test_best(config: Config, run: Run, parts: Any, autocast: Any) -> dict[str,
         from brickwork.checkpoint import MODEL_FILE, load_tensors
 
         model.load_state_dict(load_tensors(best / MODEL_FILE, parts.device))
-    from brickwork.data import build_dataloader
-
-    loader = build_dataloader(
-        parts.data.test,
-        config.data,
-        train=False,
-        seed=config.seed,
-        collate_fn=parts.data.collate_fn,
-        num_replicas=get_world_size(),
-        rank=get_rank(),
-    )
+    loader = build_split_loader(config, parts.data, "test")
     return evaluate_loader(
         model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast
     )

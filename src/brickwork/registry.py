@@ -152,19 +152,6 @@ def accepted_kwargs(factory: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, var_kw
 
 
-def required_kwargs(factory: Callable[..., Any]) -> set[str]:
-    """Keyword names without a default, which a config (or brickwork) must supply."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    params = list(inspect.signature(target).parameters.values())
-    return {
-        p.name
-        for p in params
-        if p.default is inspect.Parameter.empty
-        and p.name != "self"
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-
-
 def import_project_modules(modules: Iterable[str], base_dir: Path | None = None) -> None:
     """Import the modules a config lists under `imports:` so their components register.
 

@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from brickwork.cli.train import split_config_and_overrides
-    from brickwork.components import split_batch
+    from brickwork.components import build_split_loader, split_batch
     from brickwork.config import load_config
-    from brickwork.data import build_data, build_dataloader
+    from brickwork.data import build_data
     from brickwork.finetune import freeze_parameters
     from brickwork.models import build_model
     from brickwork.models.summary import (
@@ -42,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
     data = build_data(config)
     model = build_model(config.model, data)
     freeze_parameters(model, config.finetune)
-    loader = build_dataloader(
-        data.train, config.data, train=False, seed=config.seed, collate_fn=data.collate_fn
-    )
+    loader = build_split_loader(config, data, "train")
     inputs, _ = split_batch(next(iter(loader)))
     rows = summarize_model(model, inputs, depth=args.depth)
     print(f"{config.model.name} on {config.data.name}: one batch of {describe_shape(inputs)}")
