@@ -89,7 +89,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def _time_flag_all_reduce(dist: Any, torch: Any, repeats: int = 300) -> float:
-    """Microseconds per all_reduce of one integer, as `StopSync` does every step."""
+    """Microseconds per all_reduce of one integer, as `stop.agree_stop` does every step."""
     flag = torch.zeros(1, dtype=torch.int64)
     for _ in range(20):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from brickwork.version import __version__
 
 _EXPORTS = {
     "fit": "brickwork.loop",
+    "inspect_model": "brickwork.inspection",
+    "StopKind": "brickwork.stop",
+    "Logger": "brickwork.loggers",
     "evaluate_loader": "brickwork.loop",
     "Config": "brickwork.config",
     "load_config": "brickwork.config",
@@ -35,9 +38,12 @@ if TYPE_CHECKING:
     from brickwork.checkpoint import load_checkpoint, save_checkpoint
     from brickwork.config import Config, load_config
     from brickwork.data.bundle import DataBundle
+    from brickwork.inspection import inspect_model
+    from brickwork.loggers import Logger
     from brickwork.loop import evaluate_loader, fit
     from brickwork.registry import register
     from brickwork.state import TrainState
+    from brickwork.stop import StopKind
 
 
 def __getattr__(name: str) -> Any:

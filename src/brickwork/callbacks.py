@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from brickwork.checkpoint import point_alias, prune_checkpoints, save_checkpoint
-from brickwork.distributed import barrier, is_main_process
+from brickwork.distributed import barrier, gather_objects, get_world_size, is_main_process
 from brickwork.errors import ConfigError
 from brickwork.registry import register
+from brickwork.stop import Stop, StopKind
 
 if TYPE_CHECKING:
     from brickwork.state import TrainState
@@ -109,7 +110,8 @@ class EarlyStopping:
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             state.request_stop(
-                f"early stopping: {self.monitor} did not improve for {self.patience} validations"
+                StopKind.EARLY_STOPPED,
+                f"{self.monitor} did not improve for {self.patience} validations",
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,6 +131,10 @@ class ModelCheckpoint:
 
     The best value, step and epoch ride in every checkpoint, so a resumed run keeps
     comparing against the true best rather than starting over.
+
+    Not a callback: the loop calls `after_step`, `after_epoch` and `save_final` at their
+    own lines, after every other callback has updated the state and every rank has
+    agreed whether to stop, so the order needs no list position to hold.
     """
 
     state_key = "checkpoint"
@@ -157,7 +163,7 @@ class ModelCheckpoint:
         self._last_saved_time = time.monotonic()
         self._deferred = False  # a step-level save moved to the epoch end
 
-    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
+    def after_step(self, state: TrainState) -> None:
         by_steps = self.every_n_steps is not None and state.step % self.every_n_steps == 0
         by_time = (
             self.every_n_minutes is not None
@@ -169,11 +175,11 @@ class ModelCheckpoint:
             self.batches_per_epoch is not None and state.batch_in_epoch >= self.batches_per_epoch
         )
         if ends_epoch:
-            self._deferred = True  # saved in on_epoch_end, after validation
+            self._deferred = True  # saved in after_epoch, after validation
         else:
             self.save(state)
 
-    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+    def after_epoch(self, state: TrainState, metrics: dict[str, float]) -> None:
         finished_epoch = state.epoch_of_step
         value = read_monitor(metrics, self.monitor, "checkpoint")
         is_best = value is not None and improved(
@@ -186,20 +192,31 @@ class ModelCheckpoint:
             self.save(state, best=is_best)
         self._deferred = False
 
-    def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
-        # A run stopped between epochs (a signal) has unsaved steps; a failed one has
-        # state we must not keep (e.g. NaN weights), so only the former is saved.
-        if summary["status"] == "preempted" and self._last_saved_step != state.step:
+    def save_final(self, state: TrainState, stop: Stop) -> None:
+        """Save the steps taken since the last checkpoint, as the stop's kind allows.
+
+        A preempted run always keeps its last steps (it will be resumed); a failed one
+        never does (its state may hold NaN weights); any other end keeps them when
+        `save_last` is on.
+        """
+        if stop.kind is StopKind.FAILED or self._last_saved_step == state.step:
+            return
+        if stop.kind is StopKind.PREEMPTED or self.save_last:
             self.save(state)
 
     def save(self, state: TrainState, best: bool = False) -> Path:
         """Write a checkpoint of `state` now and move the aliases.
 
         Under DDP every rank calls this at the same step (the stop decision is agreed
-        first): `state_dict()` gathers each rank's RNG state, rank 0 writes, and a
-        barrier keeps the others from reading the folder before it is complete.
+        first): an all_gather collects each rank's RNG state and loss sums, rank 0
+        writes, and a barrier keeps the others from reading the folder before it is
+        complete.
         """
         payload = state.state_dict()
+        if get_world_size() > 1:  # collective: every rank's generators and loss sums
+            ranks = gather_objects(state.rank_local_state())
+            payload["rng_per_rank"] = [r["rng"] for r in ranks]
+            payload["meters_per_rank"] = [r["meters"] for r in ranks]
         self._last_saved_step = state.step
         if not is_main_process():
             barrier()

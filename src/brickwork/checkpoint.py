@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from brickwork.errors import CheckpointError
+from brickwork.files import fsync_directory, fsync_file
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -75,7 +76,7 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temporary, final)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error
         shutil.rmtree(temporary, ignore_errors=True)
         reason = getattr(error, "strerror", None) or str(error).removeprefix(
@@ -101,7 +102,7 @@ def point_alias(directory: Path, alias: str, checkpoint: Path) -> None:
     try:
         os.symlink(checkpoint.name, temporary)
         os.replace(temporary, link)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as error:
         raise CheckpointError(
             f"cannot point {link} at {checkpoint.name}: {error.strerror or error}; "
@@ -247,7 +248,7 @@ def _write_checkpoint_files(state: dict[str, Any], folder: Path) -> None:
     (folder / STATE_FILE).write_text(json.dumps(skeleton), encoding="utf-8")
     files = [MODEL_FILE, TENSORS_FILE, STATE_FILE]
     for name in files:
-        _fsync_file(folder / name)
+        fsync_file(folder / name)
     manifest = {
         "format_version": FORMAT_VERSION,
         "files": {
@@ -256,8 +257,8 @@ def _write_checkpoint_files(state: dict[str, Any], folder: Path) -> None:
         },
     }
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    _fsync_file(folder / MANIFEST_FILE)
-    _fsync_directory(folder)
+    fsync_file(folder / MANIFEST_FILE)
+    fsync_directory(folder)
 
 
 def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
@@ -332,16 +333,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -8,7 +8,7 @@ Python API cannot drift apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from brickwork.batch import Batch, split_batch
 from brickwork.config import Config
 from brickwork.data import DataBundle, build_data, build_dataloader
 from brickwork.errors import ConfigError
@@ -23,7 +24,6 @@ from brickwork.losses import build_loss
 from brickwork.models import build_model
 from brickwork.optim import Horizon, Schedule, build_optimizer, build_scheduler
 
-Batch = Any
 StepOutput = dict[str, torch.Tensor]
 ComputeLoss = Callable[[nn.Module, Batch], StepOutput]
 
@@ -153,39 +153,55 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def split_batch(batch: Batch) -> tuple[Any, Any]:
-    """`(inputs, targets)` from a tuple/list batch or a dict with `input` and `target`."""
-    if isinstance(batch, Mapping):
-        return batch["input"], batch.get("target")
-    if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    return batch, None
+def resolve_batch_sizes(config: Config, world_size: int) -> Config:
+    """Derive `data.batch_size` and accumulation from `data.global_batch_size`, if set.
 
-
-def batch_size_of(batch: Batch) -> int:
-    """Samples in a batch: the leading dimension of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    items = batch.values() if isinstance(batch, Mapping) else batch
-    for item in items:
-        if isinstance(item, torch.Tensor | Mapping | list | tuple):
-            return batch_size_of(item)
-    raise TypeError("cannot tell the batch size: the batch holds no tensor")
-
-
-def move_to_device(
-    batch: Batch, device: torch.device, non_blocking: bool = False, channels_last: bool = False
-) -> Batch:
-    """Move every tensor in a (nested) batch; `non_blocking` pays off with pinned memory.
-
-    `channels_last` stores 4-D tensors (images) as NHWC, which tensor cores prefer.
+    The global batch (samples per optimizer step over all ranks) is split evenly over
+    ranks; a rank's share larger than `data.batch_size` is reached by accumulating the
+    fewest micro-batches that divide it evenly, so `data.batch_size` caps memory use.
     """
-    if isinstance(batch, torch.Tensor):
-        if channels_last and batch.dim() == 4:
-            return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
-    return batch
+    data, trainer = config.data, config.trainer
+    target = data.global_batch_size
+    if target is None:
+        return config
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"data.global_batch_size = {target} and trainer.accumulate_grad_batches = "
+            f"{trainer.accumulate_grad_batches}: the global batch derives the accumulation; "
+            "drop one of them"
+        )
+    if target % world_size:
+        raise ConfigError(
+            f"data.global_batch_size = {target}: not divisible by {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    per_rank = target // world_size
+    accumulate = -(-per_rank // data.batch_size)
+    while per_rank % accumulate:
+        accumulate += 1
+    return config.model_copy(
+        update={
+            "data": data.model_copy(update={"batch_size": per_rank // accumulate}),
+            "trainer": trainer.model_copy(update={"accumulate_grad_batches": accumulate}),
+        }
+    )
+
+
+def describe_batch(config: Config, world_size: int) -> str:
+    """`global batch 64 = 2 processes x 16 per process x 2 accumulated micro-batches`."""
+    per_rank, accumulate = config.data.batch_size, config.trainer.accumulate_grad_batches
+    return (
+        f"global batch {per_rank * accumulate * world_size} = {world_size} process(es) "
+        f"x {per_rank} per process x {accumulate} accumulated micro-batch(es)"
+    )
+
+
+def build_callbacks(config: Config) -> list[Any]:
+    """The callbacks named under `callbacks:` in the config, built with their arguments.
+
+    Project callbacks register with `@register("callback", NAME)` in a module listed
+    under `imports:`.
+    """
+    from brickwork import registry
+
+    return [registry.get("callback", spec.name)(**spec.kwargs) for spec in config.callbacks]

@@ -1,4 +1,4 @@
-"""Many processes, one run: torchrun/DDP setup, rank helpers, reductions, the launcher.
+"""Many processes, one run: the process group, ranks, and the reductions between them.
 
 brickwork runs on PyTorch's own distributed engine. Each process is one rank; the
 environment that `torchrun` (or SLURM's `srun`) sets up says which one:
@@ -13,11 +13,8 @@ DistributedDataParallel, validation is split across ranks without padding, and
 losses and metrics are reduced so every rank sees the same numbers. Only rank 0
 writes files or prints. In one process every helper here is a cheap no-op.
 
-Cross-rank synchronisation points, so their cost stays visible:
-- one `all_reduce` of one integer per optimizer step (`StopSync`): a SIGTERM on any
-  rank, or an early stop decided on rank 0, stops every rank after the same step;
-- at logging steps and epoch ends, one `all_reduce` of (loss sum, sample count);
-- at each checkpoint save, an `all_gather` of every rank's RNG state and a barrier.
+This module holds no training logic: each collective it offers is called at a line of
+the loop or the checkpointer that says so. docs/distributed.md lists every one.
 """
 
 from __future__ import annotations
@@ -25,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,18 +35,12 @@ from torch import nn
 from brickwork.errors import ConfigError
 
 if TYPE_CHECKING:
-    from brickwork.config import Config, TrainerConfig
-    from brickwork.run import Run
-    from brickwork.state import TrainState
+    from brickwork.config import TrainerConfig
 
 log = logging.getLogger("brickwork")
 
 # A gloo group for control traffic when the main group is NCCL (None: use the main group).
 _control_group: Any = None
-
-# Rank-0 seeds are the config's seed; rank r draws from seed + r * _RANK_SEED_STRIDE,
-# so dropout masks and augmentations differ between ranks yet stay reproducible.
-_RANK_SEED_STRIDE = 1_000_003
 
 
 def env_world_size() -> int:
@@ -153,18 +144,6 @@ def rank_device(device: torch.device) -> torch.device:
     return device
 
 
-def seed_rank(seed: int) -> None:
-    """Give ranks > 0 their own random streams; rank 0 keeps the single-process stream.
-
-    Called after the model is built, so every rank starts from identical weights.
-    """
-    rank = get_rank()
-    if rank > 0:
-        from brickwork.state import seed_everything
-
-        seed_everything(seed + rank * _RANK_SEED_STRIDE)
-
-
 def wrap_model(model: nn.Module, trainer: TrainerConfig, device: torch.device) -> nn.Module:
     """DistributedDataParallel across ranks, DataParallel for `strategy: dp`, else as is."""
     if trainer.strategy == "dp":
@@ -222,6 +201,24 @@ def sum_across_ranks(*values: torch.Tensor | float) -> list[float]:
     return [float(v) for v in packed.tolist()]
 
 
+def max_across_ranks(value: int) -> int:
+    """The largest `value` over ranks, on CPU through the control group (no GPU wait)."""
+    if not is_distributed():
+        return value
+    flag = torch.tensor([value])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control_group)
+    return int(flag.item())
+
+
+def mean_across_ranks(total: torch.Tensor | float | None, count: int) -> float:
+    """Sum over ranks divided by the count over ranks (NaN when no rank counted anything).
+
+    A collective in several processes and a device sync everywhere (`.tolist()`).
+    """
+    summed, num = sum_across_ranks(0.0 if total is None else total, float(count))
+    return summed / num if num else math.nan
+
+
 def gather_objects(value: Any) -> list[Any]:
     """Every rank's `value`, in rank order (a list of one in a single process)."""
     if not is_distributed():
@@ -244,146 +241,6 @@ def barrier() -> None:
     """Wait until every rank reaches this point."""
     if is_distributed():
         dist.barrier()
-
-
-class StopSync:
-    """Callback: every rank stops after the same step, for the reason the first rank gave.
-
-    Placed after every other callback and before the checkpointer, so a stop asked by
-    any callback on any rank (a signal, early stopping) is agreed before anyone saves.
-    The per-step cost is one all_reduce of one integer, on CPU (gloo) also when the
-    gradients travel over NCCL, so it never waits for the GPU to finish the step.
-    """
-
-    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        self._agree(state)
-
-    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self._agree(state)
-
-    def _agree(self, state: TrainState) -> None:
-        if not is_distributed():
-            return
-        flag = torch.tensor([int(state.should_stop)])  # CPU: the control group is gloo
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control_group)
-        if flag.item():  # rare: the reasons travel only when someone stops
-            reasons = [r for r in gather_objects(state.stop_reason) if r is not None]
-            state.should_stop = True
-            state.stop_reason = reasons[0] if reasons else state.stop_reason
-
-
-def open_shared_run(
-    config: Config,
-    run_dir: Path | str | None,
-    resume_from: Path | None,
-    resume_force: bool = False,
-) -> Run:
-    """Rank 0 creates (or reopens) the run folder; every other rank gets the same paths."""
-    from brickwork.errors import BrickworkError
-    from brickwork.run import Run, open_run
-
-    if not is_distributed():
-        return open_run(config, run_dir, resume_from, resume_force)
-    run: Run | None = None
-    message: tuple[str, str, str | None] | tuple[str, str]
-    if is_main_process():
-        try:
-            run = open_run(config, run_dir, resume_from, resume_force)
-            resumed = str(run.resume_from) if run.resume_from else None
-            message = ("ok", str(run.directory), resumed)
-        except BrickworkError as error:
-            message = ("error", str(error))
-    else:
-        message = ("", "")
-    message = broadcast_object(message)
-    if message[0] == "error":
-        raise ConfigError(message[1])
-    if run is not None:
-        return run
-    directory, resumed = message[1], message[2]  # type: ignore[misc]
-    return Run(directory=Path(directory), resume_from=Path(resumed) if resumed else None)
-
-
-def resolve_batch_sizes(config: Config, world_size: int) -> Config:
-    """Derive `data.batch_size` and accumulation from `data.global_batch_size`, if set.
-
-    The global batch (samples per optimizer step over all ranks) is split evenly over
-    ranks; a rank's share larger than `data.batch_size` is reached by accumulating the
-    fewest micro-batches that divide it evenly, so `data.batch_size` caps memory use.
-    """
-    data, trainer = config.data, config.trainer
-    target = data.global_batch_size
-    if target is None:
-        return config
-    if trainer.accumulate_grad_batches != 1:
-        raise ConfigError(
-            f"data.global_batch_size = {target} and trainer.accumulate_grad_batches = "
-            f"{trainer.accumulate_grad_batches}: the global batch derives the accumulation; "
-            "drop one of them"
-        )
-    if target % world_size:
-        raise ConfigError(
-            f"data.global_batch_size = {target}: not divisible by {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
-    per_rank = target // world_size
-    accumulate = -(-per_rank // data.batch_size)
-    while per_rank % accumulate:
-        accumulate += 1
-    return config.model_copy(
-        update={
-            "data": data.model_copy(update={"batch_size": per_rank // accumulate}),
-            "trainer": trainer.model_copy(update={"accumulate_grad_batches": accumulate}),
-        }
-    )
-
-
-def describe_batch(config: Config, world_size: int) -> str:
-    """`global batch 64 = 2 processes x 16 per process x 2 accumulated micro-batches`."""
-    per_rank, accumulate = config.data.batch_size, config.trainer.accumulate_grad_batches
-    return (
-        f"global batch {per_rank * accumulate * world_size} = {world_size} process(es) "
-        f"x {per_rank} per process x {accumulate} accumulated micro-batch(es)"
-    )
-
-
-def launch_processes(num_processes: int, argv: Sequence[str]) -> int:
-    """Run `python -m brickwork ARGV` in `num_processes` ranks through torchrun; its exit code.
-
-    Uses torchrun's own launcher (elastic agent, `--standalone` rendezvous on a free
-    local port). When the ranks exit with the same code (75 after a SIGTERM, 2 for a
-    user error) that code is returned; any other failure returns 1.
-    """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    from brickwork.preemption import EXIT_PREEMPTED
-
-    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
-        raise ConfigError(
-            f"trainer.devices = {num_processes}: this machine has "
-            f"{torch.cuda.device_count()} GPU(s); use at most that many"
-        )
-    args = parse_args(
-        ["--standalone", f"--nproc-per-node={num_processes}", "-m", "brickwork", *argv]
-    )
-    try:
-        run(args)
-    except ChildFailedError as error:
-        # Negative codes are ranks the agent itself terminated once the first rank had
-        # exited; the codes ranks chose themselves tell what happened.
-        codes = {f.exitcode for f in error.failures.values() if f.exitcode >= 0}
-        return codes.pop() if len(codes) == 1 and codes <= {2, EXIT_PREEMPTED} else 1
-    except SignalException:
-        # The agent forwarded the signal to the ranks, which stopped together and saved.
-        return EXIT_PREEMPTED
-    return 0
-
-
-def should_launch(trainer: TrainerConfig) -> bool:
-    """Whether `brickwork train` must start one process per device itself."""
-    return trainer.devices > 1 and trainer.strategy != "dp" and env_world_size() == 1
 
 
 def _under_srun() -> bool:

@@ -37,7 +37,7 @@ def export_run(
         >>> export_run(Path("runs/digits-cnn/20260101-120000"), "torchscript")["path"]
     """
     from brickwork.inference import load_trained
-    from brickwork.state import unwrap_model
+    from brickwork.models.anatomy import unwrap_model
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")

@@ -34,8 +34,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from brickwork.errors import ConfigError
+from brickwork.models.anatomy import find_head, unwrap_model
 from brickwork.registry import suggest
-from brickwork.state import unwrap_model
 
 if TYPE_CHECKING:
     from brickwork.config import FinetuneConfig
@@ -43,41 +43,6 @@ if TYPE_CHECKING:
     from brickwork.state import TrainState
 
 log = logging.getLogger("brickwork")
-
-_HEAD_ATTRIBUTES = ("head", "fc", "classifier", "heads")
-
-
-def find_head(model: nn.Module) -> list[str]:
-    """Module names of the classifier head, found the timm way, then by common names.
-
-    Example:
-        >>> find_head(torchvision.models.resnet18())
-        ['fc']
-    """
-    model = unwrap_model(model)
-    names = {id(module): name for name, module in model.named_modules() if name}
-    get_classifier = getattr(model, "get_classifier", None)
-    if callable(get_classifier):
-        head = get_classifier()
-        if isinstance(head, nn.Module) and id(head) in names and _has_params(head):
-            return [names[id(head)]]
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("classifier"):
-        wanted = [cfg["classifier"]] if isinstance(cfg["classifier"], str) else cfg["classifier"]
-        found = [name for name in wanted if name in names.values()]
-        if found:
-            return found
-    modules = dict(model.named_modules())
-    for attribute in _HEAD_ATTRIBUTES:
-        if attribute in modules and _has_params(modules[attribute]):
-            return [attribute]
-    linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
-    if linears:
-        return [linears[-1]]
-    raise ConfigError(
-        f"finetune: cannot find the classifier head of {type(model).__name__}; "
-        "name the modules to freeze instead, e.g. finetune.freeze: ['features.*']"
-    )
 
 
 def match_parameters(model: nn.Module, patterns: Iterable[str], key: str) -> list[str]:
@@ -271,7 +236,3 @@ def _layer_decay_scales(model: nn.Module, decay: float) -> dict[str, float]:
 def _matches(name: str, pattern: str) -> bool:
     parts = name.split(".")
     return any(fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
-
-
-def _has_params(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())

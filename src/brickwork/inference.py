@@ -13,20 +13,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from brickwork.batch import move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
-from brickwork.components import (
-    Components,
-    build_components,
-    build_split_loader,
-    move_to_device,
-    resolve_device,
-    split_batch,
-)
+from brickwork.components import Components, build_components, build_split_loader, resolve_device
 from brickwork.config import load_config
 from brickwork.errors import CheckpointError, DataError
 from brickwork.loop import evaluate_loader
+from brickwork.models.anatomy import unwrap_model
 from brickwork.run import run_dir_of
-from brickwork.state import unwrap_model
 
 
 def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, Path]:

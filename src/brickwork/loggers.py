@@ -1,12 +1,23 @@
-"""Loggers: callbacks that record metrics for people and tools.
+"""Loggers: where metrics go for people and tools, behind one small protocol.
 
-- `MetricsFile`: `metrics.jsonl`, one JSON object per line (`step`, `epoch`,
-  `train/loss`, `val/acc`, `lr`, ...), readable by pandas or any JSON-lines reader.
-- `TensorBoardLogger`: scalars, the model graph, weight and gradient histograms, and
-  a grid of validation images labelled with prediction and truth.
+A `Logger` is told five things: the run starts (at step 0, or at the step a resume
+continues from), here is the config, here are metrics at a step, here is a file worth
+keeping, the run is over. The loop calls them at its own lines, on rank 0 only:
 
-Both continue from a resumed step: rows and events past the checkpoint's step,
-written by the interrupted run, are dropped so nothing is counted twice.
+    logger.start(step)                  before the first step; drop anything past `step`
+    logger.log_config(config)           the resolved config, as plain data
+    logger.log_metrics(metrics, step, epoch)   each logging step and each epoch end
+    logger.log_artifact(path)           e.g. the best checkpoint, `summary.json`
+    logger.close(summary)               always, also after an error
+
+Built in: `MetricsFile` (`metrics.jsonl`, one JSON object per line) and
+`TensorBoardLogger` (scalars, plus the model graph, histograms and a labelled image
+grid through its callback hooks). A tracker such as W&B or MLflow is one small class
+with these five methods. A logger that keeps state across a resume adds
+`state_dict()`/`load_state_dict()`, like a callback.
+
+Every logger continues from a resumed step: what the interrupted run logged past the
+checkpoint's step is dropped, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -17,19 +28,37 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from brickwork.state import unwrap_model
+from brickwork.files import write_atomically
+from brickwork.models.anatomy import unwrap_model
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from brickwork.config import TensorBoardConfig
+    from brickwork.config import Config, TensorBoardConfig
+    from brickwork.data.bundle import DataBundle
     from brickwork.state import TrainState
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """What the loop tells every logger; see the module docstring for when."""
+
+    def start(self, step: int) -> None: ...
+
+    def log_config(self, config: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None: ...
+
+    def log_artifact(self, path: Path) -> None: ...
+
+    def close(self, summary: Mapping[str, Any]) -> None: ...
 
 
 class MetricsFile:
@@ -47,29 +76,28 @@ class MetricsFile:
         self._handle: Any = None
         self._num_bytes: int | None = None  # the file's length at the last write or resume
 
-    def on_fit_start(self, state: TrainState) -> None:
-        if state.step > 0 and self.path.exists():
+    def start(self, step: int) -> None:
+        if step > 0 and self.path.exists():
             if self._num_bytes is not None:
                 _truncate_to(self.path, self._num_bytes)
             else:  # a checkpoint from before the byte count was saved
-                _truncate_after_step(self.path, state.step)
+                _truncate_after_step(self.path, step)
         self._handle = self.path.open("ab")
         self._num_bytes = self._handle.tell()
 
-    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        if logs:
-            self.write(state, logs)
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        pass  # the run folder's config.yaml already holds it
 
-    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.write(state, metrics)
-
-    def write(self, state: TrainState, metrics: dict[str, float]) -> None:
-        row = {"step": state.step, "epoch": state.epoch_of_step, **_finite_or_none(metrics)}
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        row = {"step": step, "epoch": epoch, **_finite_or_none(metrics)}
         self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
         self._handle.flush()
         self._num_bytes = self._handle.tell()
 
-    def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
+    def log_artifact(self, path: Path) -> None:
+        pass  # already in the run folder
+
+    def close(self, summary: Mapping[str, Any]) -> None:
         if self._handle is not None:
             with contextlib.suppress(OSError):  # a full disk already stopped the run
                 self._handle.close()
@@ -83,37 +111,44 @@ class MetricsFile:
 
 
 class TensorBoardLogger:
-    """TensorBoard events under the run's `tb/` folder."""
+    """TensorBoard events under the run's `tb/` folder.
+
+    Scalars come through the `Logger` methods; the graph, histograms and the image grid
+    need the model, so they come through callback hooks (`on_epoch_end`).
+    """
 
     def __init__(
         self,
         log_dir: Path,
         config: TensorBoardConfig,
+        model: nn.Module,
         val_dataset: Dataset[Any] | None = None,
         label_names: list[str] | None = None,
         denormalize: Any = None,
     ) -> None:
-        self.log_dir, self.config = log_dir, config
+        self.log_dir, self.config, self.model = log_dir, config, model
         self.val_dataset, self.label_names, self.denormalize = val_dataset, label_names, denormalize
         self.writer: Any = None
 
-    def on_fit_start(self, state: TrainState) -> None:
+    def start(self, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides events an interrupted run wrote after the resumed checkpoint.
-        self.writer = SummaryWriter(
-            str(self.log_dir), purge_step=state.step + 1 if state.step else None
-        )
-        if self.config.graph and state.step == 0:
-            self._add_graph(state.model)
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
+        if self.config.graph and step == 0:
+            self._add_graph(self.model)
 
-    def on_step_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        for key, value in logs.items():
-            self.writer.add_scalar(key, value, state.step)
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_artifact(self, path: Path) -> None:
+        pass
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, state.step)
         epoch = state.epoch_of_step
         every = self.config.histogram_every_n_epochs
         if every and (epoch + 1) % every == 0:
@@ -122,9 +157,10 @@ class TensorBoardLogger:
             self._add_image_grid(state.model, state.step)
         self.writer.flush()
 
-    def on_fit_end(self, state: TrainState, summary: dict[str, Any]) -> None:
+    def close(self, summary: Mapping[str, Any]) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
     def _example_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.val_dataset is None or len(self.val_dataset) == 0:  # type: ignore[arg-type]
@@ -216,7 +252,7 @@ def _label(index: int, label_names: list[str] | None) -> str:
     return label_names[index] if label_names else str(index)
 
 
-def _finite_or_none(metrics: dict[str, float]) -> dict[str, float | None]:
+def _finite_or_none(metrics: Mapping[str, float]) -> dict[str, float | None]:
     """JSON has no NaN or Infinity: write them as null so every JSON reader can parse."""
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
 
@@ -239,6 +275,19 @@ def _truncate_after_step(path: Path, step: int) -> None:
             continue
         if row.get("step", 0) <= step:
             kept.append(line)
-    temporary = path.with_suffix(".jsonl.tmp")
-    temporary.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, "".join(f"{line}\n" for line in kept))
+
+
+def build_loggers(
+    config: Config, run_dir: Path, model: nn.Module, data: DataBundle
+) -> list[Logger]:
+    """The loggers a config asks for; the metrics file is always one of them."""
+    loggers: list[Logger] = [MetricsFile(run_dir / "metrics.jsonl")]
+    tensorboard = config.loggers.tensorboard
+    if tensorboard.enabled:
+        loggers.append(
+            TensorBoardLogger(
+                run_dir / "tb", tensorboard, model, data.val, data.label_names, data.denormalize
+            )
+        )
+    return loggers

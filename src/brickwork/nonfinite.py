@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from brickwork.components import batch_size_of, move_to_device, split_batch
+from brickwork.batch import batch_size_of, move_to_device, split_batch
 from brickwork.distributed import get_world_size, sum_across_ranks
 from brickwork.errors import BrickworkError
 

@@ -19,14 +19,19 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from brickwork.config import Config
-from brickwork.errors import CheckpointError, ConfigError
+from brickwork.checkpoint import resolve_checkpoint
+from brickwork.config import Config, load_config
+from brickwork.distributed import broadcast_object, get_world_size, is_distributed, is_main_process
+from brickwork.errors import BrickworkError, CheckpointError, ConfigError
+from brickwork.files import write_atomically
+from brickwork.stop import FINISHED_STATUSES
 
 log = logging.getLogger("brickwork")
 
@@ -68,6 +73,87 @@ class Run:
             self._handler = None
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a `train` call will do: the validated config, and the checkpoint it resumes."""
+
+    config: Config
+    resume_from: Path | None = None
+
+
+def resolve_training(
+    config: Config | str | Path | None,
+    overrides: Sequence[str] = (),
+    resume: str | Path | None = None,
+) -> TrainingPlan:
+    """The one way from what a user typed to a validated config and a resume point.
+
+    `config` is a `Config`, a YAML path, or None: the run's own config when resuming,
+    else the digits default. `resume` is a run folder, a checkpoint folder, or `"auto"`
+    (the newest unfinished run of the config's name, or a fresh run when there is
+    none). The CLI and `brickwork.fit` both come through here, so they cannot drift
+    apart; a `Config` with no overrides is used as it is, not validated again.
+    """
+    if str(resume) == "auto":
+        resolved = _validated(config, overrides)
+        return TrainingPlan(resolved, _find_auto_resume(resolved.name))
+    resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
+    if config is None and resume_from is not None:
+        config = run_dir_of(resume_from) / "config.yaml"
+    return TrainingPlan(_validated(config, overrides), resume_from)
+
+
+def _validated(config: Config | str | Path | None, overrides: Sequence[str]) -> Config:
+    if isinstance(config, Config):
+        return load_config(config.to_dict(), overrides) if overrides else config
+    return load_config(config, overrides)
+
+
+def _find_auto_resume(name: str) -> Path | None:
+    """`--resume auto`: the last checkpoint of the newest unfinished run named `name`."""
+    found = find_unfinished_run(name)
+    if found is None:
+        log.info("--resume auto: no unfinished run of %s; starting a new run", name)
+        return None
+    try:
+        return resolve_checkpoint(found)
+    except CheckpointError:
+        log.warning("--resume auto: %s has no complete checkpoint; starting a new run", found)
+        return None
+
+
+def open_shared_run(
+    config: Config,
+    run_dir: Path | str | None,
+    resume_from: Path | None,
+    resume_force: bool = False,
+) -> Run:
+    """Rank 0 creates (or reopens) the run folder; every other rank gets the same paths.
+
+    A collective under DDP: rank 0 broadcasts the folder (or its error) to the others.
+    """
+    if not is_distributed():
+        return open_run(config, run_dir, resume_from, resume_force)
+    run: Run | None = None
+    message: tuple[str, str, str | None] | tuple[str, str]
+    if is_main_process():
+        try:
+            run = open_run(config, run_dir, resume_from, resume_force)
+            resumed = str(run.resume_from) if run.resume_from else None
+            message = ("ok", str(run.directory), resumed)
+        except BrickworkError as error:
+            message = ("error", str(error))
+    else:
+        message = ("", "")
+    message = broadcast_object(message)
+    if message[0] == "error":
+        raise ConfigError(message[1])
+    if run is not None:
+        return run
+    directory, resumed = message[1], message[2]  # type: ignore[misc]
+    return Run(directory=Path(directory), resume_from=Path(resumed) if resumed else None)
+
+
 def open_run(
     config: Config,
     run_dir: Path | str | None,
@@ -85,7 +171,7 @@ def open_run(
         directory = run_dir_of(resume_from)
         changes = compare_configs(
             _per_step_batch(read_run_config(directory), _saved_world_size(directory)),
-            _per_step_batch(config.to_dict(), _current_world_size()),
+            _per_step_batch(config.to_dict(), get_world_size()),
         )
         refused = sorted(k for k in changes if not is_math_neutral(k))
         if refused and not resume_force:
@@ -175,16 +261,8 @@ def _saved_world_size(directory: Path) -> int:
         return 1
 
 
-def _current_world_size() -> int:
-    from brickwork.distributed import get_world_size
-
-    return get_world_size()
-
-
 def read_run_config(directory: Path) -> dict[str, Any]:
     """A run's saved config, with today's defaults filled in for keys it predates."""
-    from brickwork.config import load_config
-
     return load_config(directory / "config.yaml", check_components=False).to_dict()
 
 
@@ -209,8 +287,9 @@ def record_config_changes(run: Run, config: Config) -> None:
 def find_unfinished_run(name: str, root: Path = Path("runs")) -> Path | None:
     """The newest run folder of config `name` under `root` that did not finish.
 
-    Finished means `summary.json` says completed or early_stopped; a run without a
-    summary (killed) or with another status (preempted, failed, running) is unfinished.
+    Finished means `summary.json` holds a status of a chosen end (see `StopKind.finished`);
+    a run without a summary (killed) or with another status (preempted, failed, running)
+    is unfinished.
     """
     folder = root / name
     if not folder.is_dir():
@@ -221,7 +300,7 @@ def find_unfinished_run(name: str, root: Path = Path("runs")) -> Path | None:
             status = json.loads((candidate / "summary.json").read_text(encoding="utf-8"))["status"]
         except (OSError, ValueError, KeyError, TypeError):
             status = None
-        return None if status in ("completed", "early_stopped") else candidate
+        return None if status in FINISHED_STATUSES else candidate
     return None
 
 
@@ -236,16 +315,6 @@ def run_dir_of(checkpoint: Path) -> Path:
 def write_summary(run: Run, summary: dict[str, Any]) -> None:
     """Write `summary.json` atomically; NaN and Infinity become null for strict JSON readers."""
     write_atomically(run.summary_file, json.dumps(_json_safe(summary), indent=2) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old or the new file, never half of one."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 _ABSENT = object()

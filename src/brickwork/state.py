@@ -9,28 +9,28 @@ rests on nothing living outside this object.
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from brickwork.distributed import gather_objects, get_rank, get_world_size
+from brickwork.distributed import get_rank, get_world_size
+from brickwork.models.anatomy import unwrap_model
+from brickwork.rng import capture_rng, restore_rng, seed_everything
+from brickwork.stop import Stop, StopKind
 
 if TYPE_CHECKING:
-    from brickwork.callbacks import Callback
     from brickwork.optim import Schedule
 
 
 class RunningMean:
-    """A mean of per-sample losses kept on the device, read with one `.item()`.
+    """A sum of per-sample losses and their count, kept on the device.
 
     Adding `loss.detach() * n` each micro-step keeps no autograd graph alive and
-    forces no device sync; only `compute()` syncs.
+    forces no device sync. Reading the mean is the loop's job, at its logging lines,
+    because under DDP it is a collective (`distributed.mean_across_ranks`).
     """
 
     def __init__(self) -> None:
@@ -46,17 +46,9 @@ class RunningMean:
         self.total = weighted if self.total is None else self.total + weighted
         self.count += num_samples
 
-    def compute(self) -> float:
-        """The mean so far over all ranks (NaN when empty); a device sync.
-
-        Under DDP this is a collective (one all_reduce of sum and count): every rank
-        must call it at the same point, which the loop does (logging steps, epoch ends).
-        """
-        from brickwork.distributed import sum_across_ranks
-
-        total = self.total if self.total is not None else 0.0
-        summed, count = sum_across_ranks(total, float(self.count))
-        return summed / count if count else math.nan
+    def totals(self) -> tuple[torch.Tensor | None, int]:
+        """The sum so far (on the device, None when empty) and the number of samples."""
+        return self.total, self.count
 
     def reset(self) -> None:
         self.total, self.count = None, 0
@@ -78,22 +70,22 @@ class TrainState:
         batch_in_epoch: loader batches of `epoch` already consumed, for mid-epoch resume.
         interval_loss: training loss since the last logged step.
         epoch_loss: training loss since the epoch began.
-        should_stop: set by a callback (early stopping, a signal) to end after this step.
-        stop_reason: why the run ended early, for the summary.
+        callbacks: the objects whose `state_dict()` rides in checkpoints (callbacks,
+            loggers, the checkpointer), saved under their `state_key` or class name.
+        stop: the requested stop (see `request_stop`), None while training goes on.
     """
 
     model: nn.Module
     optimizer: Optimizer
     schedule: Schedule | None = None
     scaler: torch.amp.GradScaler | None = None
-    callbacks: list[Callback] = field(default_factory=list)
+    callbacks: list[Any] = field(default_factory=list)
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     interval_loss: RunningMean = field(default_factory=RunningMean)
     epoch_loss: RunningMean = field(default_factory=RunningMean)
-    should_stop: bool = False
-    stop_reason: str | None = None
+    stop: Stop | None = None
 
     @property
     def epoch_of_step(self) -> int:
@@ -103,13 +95,35 @@ class TrainState:
         """
         return self.epoch - 1 if self.batch_in_epoch == 0 and self.epoch > 0 else self.epoch
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the loop to end after the current step; the first reason given is kept."""
-        self.should_stop = True
-        self.stop_reason = self.stop_reason or reason
+    @property
+    def should_stop(self) -> bool:
+        return self.stop is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """The stop's detail, for people (decisions read `stop.kind`)."""
+        return self.stop.detail if self.stop is not None else None
+
+    def request_stop(self, kind: StopKind | str = StopKind.USER, detail: str = "") -> None:
+        """Ask the loop to end after the current step; the first request is kept.
+
+        Example:
+            >>> state.request_stop(StopKind.USER, "val/acc reached 0.99")
+
+        A plain sentence (`state.request_stop("enough")`, the older form) is a USER stop
+        with that sentence as its detail.
+        """
+        if self.stop is not None:
+            return
+        if not isinstance(kind, StopKind):
+            kind, detail = StopKind.USER, detail or str(kind)
+        self.stop = Stop(kind, detail)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue; model weights under `model` as a plain state_dict."""
+        """Everything needed to continue; model weights under `model` as a plain state_dict.
+
+        Local: no collective runs here, so any rank may call it at any time.
+        """
         return {
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -130,10 +144,17 @@ class TrainState:
                 if hasattr(cb, "state_dict")
             },
             "rng": capture_rng(),
-            # Under DDP every rank's generators and loss sums, in rank order (collectives:
-            # every rank calls this at the same step, rank 0 writes the result).
-            "rng_per_rank": gather_objects(capture_rng()) if get_world_size() > 1 else None,
-            "meters_per_rank": self._gather_meters() if get_world_size() > 1 else None,
+        }
+
+    def rank_local_state(self) -> dict[str, Any]:
+        """This rank's random generators and loss sums: what differs between DDP ranks.
+
+        The checkpointer gathers it from every rank (`rng_per_rank`, `meters_per_rank`).
+        """
+        meters = {"interval_loss": self.interval_loss, "epoch_loss": self.epoch_loss}
+        return {
+            "rng": capture_rng(),
+            "meters": {name: _on_cpu(m.state_dict()) for name, m in meters.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
@@ -163,60 +184,10 @@ class TrainState:
         if restore_rng_state:
             restore_rng(_rng_of_this_rank(state))
 
-    def _gather_meters(self) -> list[dict[str, Any]]:
-        own = {"interval_loss": self.interval_loss, "epoch_loss": self.epoch_loss}
-        return gather_objects({name: _on_cpu(m.state_dict()) for name, m in own.items()})
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP/DataParallel or torch.compile wrappers.
-
-    Checkpoints store the unwrapped weights, so they carry no `module.` or
-    `_orig_mod.` prefixes and load the same in one process or many.
-    """
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod  # type: ignore[assignment]
-        else:
-            return model
-
 
 def callback_key(callback: object) -> str:
     """The name a callback's state is saved under (its `state_key`, else its class name)."""
     return str(getattr(callback, "state_key", type(callback).__name__))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so two runs of one config match."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng() -> dict[str, Any]:
-    """The state of every random number generator the training process draws from."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Undo `capture_rng`: the next random draw equals the one the saved run made."""
-    random.setstate(_as_tuples(state["python"]))
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _rng_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
@@ -263,10 +234,3 @@ def _add_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
 def _on_cpu(meter: dict[str, Any]) -> dict[str, Any]:
     total = meter["total"]
     return {"total": total.cpu() if total is not None else None, "count": meter["count"]}
-
-
-def _as_tuples(value: Any) -> Any:
-    """`random.setstate` wants nested tuples; JSON gives back lists."""
-    if isinstance(value, list | tuple):
-        return tuple(_as_tuples(v) for v in value)
-    return value

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from brickwork.checkpoint import load_checkpoint
 from brickwork.loop import fit
-from brickwork.preemption import EXIT_PREEMPTED
+from brickwork.stop import EXIT_PREEMPTED
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -
     assert stopped["1"] == step
     run = summary(tmp_path / "run")
     assert (run["status"], run["num_steps"]) == ("preempted", step)
-    assert run["stop_reason"] == "signal SIGTERM"  # rank 0 reports rank 1's reason
+    assert run["stop"] == {"kind": "preempted", "detail": "signal SIGTERM"}  # rank 1's stop
     assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == f"step-{step:08d}"
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from brickwork import fit
+from tests.resume import StopAtStep
 
 FINETUNE = [
     "trainer.max_epochs=3",
@@ -47,15 +48,6 @@ class Recorder:
             "optimizer_state": copy.deepcopy(state.optimizer.state_dict()["state"]),
             "step": state.step,
         }
-
-
-class StopAtStep:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
-        if state.step == self.step:
-            state.request_stop("signal SIGTERM")  # as a preemption: saves mid-epoch
 
 
 def _name_of(model: torch.nn.Module, param: torch.Tensor) -> str:

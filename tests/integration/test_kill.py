@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from brickwork.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from brickwork.checkpoint import list_checkpoints, resolve_checkpoint
 from brickwork.loop import fit
-from brickwork.preemption import EXIT_PREEMPTED
+from brickwork.stop import EXIT_PREEMPTED
 from tests.conftest import FAST
+from tests.resume import assert_same_state, final_state
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +52,7 @@ def _wait_for_progress(process: subprocess.Popen[str], run_dir: Path, after: int
 
 
 def _assert_same_final_state(run_dir: Path, reference: Path) -> None:
-    got = load_checkpoint(resolve_checkpoint(run_dir))
-    want = load_checkpoint(resolve_checkpoint(reference))
-    assert got["counters"] == want["counters"]
-    for key, tensor in want["model"].items():
-        assert torch.equal(tensor, got["model"][key]), key
-    for index, moments in want["optimizer"]["state"].items():
-        for name, value in moments.items():
-            assert torch.equal(
-                torch.as_tensor(value), torch.as_tensor(got["optimizer"]["state"][index][name])
-            )
+    assert_same_state(final_state(reference), final_state(run_dir))
     assert (run_dir / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
 
 

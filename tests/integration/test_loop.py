@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from brickwork import DataBundle, register
 from brickwork.checkpoint import load_checkpoint
+from brickwork.data.digits import build_digits
 from brickwork.loop import fit
 from tests.conftest import FAST, FAST_MLP
 
@@ -102,18 +105,34 @@ def test_accumulating_two_batches_of_16_equals_one_batch_of_32(tmp_path: Path) -
         torch.testing.assert_close(accumulated[key], big[key], rtol=1e-5, atol=1e-6)
 
 
+class GradientProbe:
+    """Reads the gradients the optimizer just used (they live until the next step)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.max_abs: list[float] = []
+
+    def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
+        grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.stack([g.norm() for g in grads]).norm()))
+        self.max_abs.append(max(float(g.abs().max()) for g in grads))
+
+
 @pytest.mark.parametrize("clip", ["norm", "value"])
-def test_gradient_clipping_keeps_training_stable_at_a_huge_lr(tmp_path: Path, clip: str) -> None:
+def test_the_loop_clips_gradients_by_the_chosen_algorithm(tmp_path: Path, clip: str) -> None:
+    probe = GradientProbe()
     overrides = [
         *FAST_MLP,
-        "optimizer.name=sgd",
-        "optimizer.lr=5.0",
-        "scheduler=null",
+        "trainer.max_steps=4",
         "trainer.gradient_clip_val=0.01",
         f"trainer.gradient_clip_algorithm={clip}",
     ]
-    summary = fit(None, overrides=overrides, run_dir=tmp_path / "r")
-    assert torch.isfinite(torch.tensor(summary["final"]["val/loss"]))
+    fit(None, overrides=overrides, run_dir=tmp_path / "r", callbacks=[probe])
+    if clip == "norm":
+        assert probe.norms == pytest.approx([0.01] * 4, rel=1e-4)  # exactly at the limit
+    else:
+        assert max(probe.max_abs) == pytest.approx(0.01)  # elements capped ...
+        assert min(probe.norms) > 0.05  # ... while the total norm stays far above the limit
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path: Path) -> None:
@@ -144,21 +163,130 @@ def test_a_misspelled_monitor_names_the_metrics_that_exist(tmp_path: Path) -> No
         fit(None, overrides=[*FAST, "checkpoint.monitor=val/accuracy"], run_dir=tmp_path / "r")
 
 
-@pytest.mark.parametrize("name", ["step", "cosine", "onecycle", "reduce_on_plateau"])
-def test_every_scheduler_changes_the_learning_rate(tmp_path: Path, name: str) -> None:
+def test_the_loop_steps_a_per_step_schedule_every_step_and_logs_its_lr(tmp_path: Path) -> None:
+    """The schedules' shapes are unit tests (test_optim.py); this checks the loop's side."""
     import json
 
-    extra = {
-        "step": ["scheduler.step_size=1"],
-        "reduce_on_plateau": [
-            "scheduler.patience=0",
-            "scheduler.monitor=val/acc",
-            "scheduler.mode=min",
-        ],
-    }.get(name, [])
-    overrides = [*FAST, "trainer.max_epochs=3", f"scheduler.name={name}", *extra]
+    overrides = [*FAST, "trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
+    overrides += ["scheduler.name=cosine", "scheduler.warmup_steps=5"]
     fit(None, overrides=overrides, run_dir=tmp_path / "r")
     rows = [
         json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert len({row["lr"] for row in rows}) > 1
+    lrs = [row["lr"] for row in rows if "train/loss" in row]
+    assert lrs[:5] == sorted(lrs[:5]) and lrs[4] == pytest.approx(0.003)  # warmup to the lr
+    assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.001  # cosine down
+
+
+class _UnreadableSplit(torch.utils.data.Dataset):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Any:
+        raise OSError("test split unreadable")
+
+
+@register("dataset", "digits_unreadable_test")
+def _digits_with_an_unreadable_test_split(seed: int = 42) -> DataBundle:
+    bundle = build_digits(seed=seed)
+    bundle.test = _UnreadableSplit(len(bundle.test))
+    return bundle
+
+
+class RaiseIn:
+    """Raises in one hook; records whether `on_fit_end` still ran."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook, self.fit_end_status = hook, None
+        setattr(self, hook, self._raise)
+
+    def _raise(self, *args: Any) -> None:
+        raise RuntimeError(f"boom in {self.hook}")
+
+    def on_fit_end(self, state: Any, summary: dict[str, Any]) -> None:
+        self.fit_end_status = summary["status"]
+
+
+def _sigint_handler_is_python_default() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_fit_end_runs_and_signal_handlers_return_whatever_raises(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from brickwork.stop import StopKind
+
+    assert _sigint_handler_is_python_default()
+    failing = RaiseIn("on_fit_start")
+    with pytest.raises(RuntimeError, match="boom in on_fit_start"):
+        fit(
+            None,
+            overrides=[*FAST, "trainer.max_steps=2"],
+            run_dir=tmp_path / "a",
+            callbacks=[failing],
+        )
+    assert failing.fit_end_status == "failed"
+    assert _sigint_handler_is_python_default()
+
+    # A failing test pass (after training): still on_fit_end, handlers back, status failed.
+    recorder = RaiseIn("on_epoch_start_unused")
+    overrides = [*FAST, "trainer.max_steps=2", "trainer.test_after_fit=true"]
+    with pytest.raises(OSError, match="test split unreadable"):
+        fit(
+            None,
+            overrides=[*overrides, "data.name=digits_unreadable_test"],
+            run_dir=tmp_path / "b",
+            callbacks=[recorder],
+        )
+    assert recorder.fit_end_status == "failed" and _sigint_handler_is_python_default()
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["status"] == "failed"
+
+    # A second fit in the same process is stopped cleanly by SIGINT: the handler is ours again.
+    class SendSigint:
+        def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
+            if state.step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    summary = fit(None, overrides=FAST, run_dir=tmp_path / "c", callbacks=[SendSigint()])
+    assert summary["stop"] == {"kind": StopKind.PREEMPTED.value, "detail": "signal SIGINT"}
+    assert summary["num_steps"] == 3 and summary["status"] == "preempted"
+    assert _sigint_handler_is_python_default()
+
+
+def test_a_callback_named_in_the_config_is_built_with_its_arguments(tmp_path: Path) -> None:
+    (tmp_path / "my_callbacks.py").write_text(
+        "from brickwork import register\n"
+        "from brickwork.stop import StopKind\n\n"
+        "@register('callback', 'stop_after')\n"
+        "class StopAfter:\n"
+        "    def __init__(self, steps: int) -> None:\n"
+        "        self.steps = steps\n\n"
+        "    def on_step_end(self, state, logs):\n"
+        "        if state.step >= self.steps:\n"
+        "            state.request_stop(StopKind.USER, f'stop_after {self.steps}')\n"
+    )
+    overrides = [
+        *FAST,
+        f"imports=[{tmp_path / 'my_callbacks.py'}]",
+        "callbacks=[{name: stop_after, steps: 7}]",
+    ]
+    summary = fit(None, overrides=overrides, run_dir=tmp_path / "r")
+    assert (summary["num_steps"], summary["status"]) == (7, "stopped")
+    assert summary["stop"] == {"kind": "user", "detail": "stop_after 7"}
+    assert (tmp_path / "r" / "checkpoints" / "last").resolve().name == "step-00000007"
+
+
+def test_a_user_stop_is_not_reported_as_early_stopping(tmp_path: Path) -> None:
+    from brickwork.stop import StopKind
+    from tests.resume import StopAtStep
+
+    summary = fit(
+        None, overrides=FAST, run_dir=tmp_path / "r", callbacks=[StopAtStep(5, kind=StopKind.USER)]
+    )
+    assert summary["status"] == "stopped" and summary["stop"]["kind"] == "user"

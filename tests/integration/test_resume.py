@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from brickwork.checkpoint import load_checkpoint
 from brickwork.loop import fit
 from tests.conftest import FAST
+from tests.resume import StopAtStep, assert_same_state, final_state
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -18,16 +16,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _assert_same_state(a: Path, b: Path) -> None:
-    left = load_checkpoint(a / "checkpoints" / "last")
-    right = load_checkpoint(b / "checkpoints" / "last")
-    for key, tensor in left["model"].items():
-        assert torch.equal(tensor, right["model"][key]), key
-    for index, moments in left["optimizer"]["state"].items():
-        for name, value in moments.items():
-            assert torch.equal(value, right["optimizer"]["state"][index][name]), (index, name)
-    assert left["scheduler"] == right["scheduler"]
-    assert left["counters"] == right["counters"]
-    assert torch.equal(left["rng"]["torch"], right["rng"]["torch"])
+    assert_same_state(final_state(a), final_state(b))
 
 
 def test_same_seed_gives_identical_losses(tmp_path: Path) -> None:
@@ -38,24 +27,13 @@ def test_same_seed_gives_identical_losses(tmp_path: Path) -> None:
     assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
 
 
-class StopAfterEpoch:
-    """Interrupts a run at an epoch boundary, as a preempted job would be."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_epoch_end(self, state, metrics) -> None:  # type: ignore[no-untyped-def]
-        if state.epoch == self.epochs:
-            state.request_stop("interrupted by the test")
-
-
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     # Dropout draws random numbers, early stopping keeps a counter, the cosine schedule
     # a position: all must survive the resume.
     overrides = [*FAST, "trainer.max_epochs=6", "early_stopping.patience=50", "model.dropout=0.3"]
     straight = fit(None, overrides=overrides, run_dir=tmp_path / "straight")
 
-    fit(None, overrides=overrides, run_dir=tmp_path / "resumed", callbacks=[StopAfterEpoch(3)])
+    fit(None, overrides=overrides, run_dir=tmp_path / "resumed", callbacks=[StopAtStep(epoch=3)])
     resumed = fit(None, overrides=overrides, resume=tmp_path / "resumed")
 
     assert straight["num_steps"] == resumed["num_steps"] == 6 * 20

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from brickwork.checkpoint import list_checkpoints, load_checkpoint
+from brickwork.checkpoint import list_checkpoints
 from brickwork.loop import fit
+from tests.resume import StopAtStep, assert_same_state, final_state
 
 # 1,257 training digits in batches of 64: 20 batches an epoch; with 3 per step that is
 # 7 steps an epoch, the last one with only 2 micro-batches.
@@ -22,32 +23,8 @@ ACCUMULATE = [
 ]
 
 
-class StopAtStep:
-    """Stop the run after `step`, as a signal would (status preempted, checkpoint saved)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
-        if state.step == self.step:
-            state.request_stop("signal SIGTERM (test)")
-
-
 def _final(run_dir: Path) -> tuple[dict[str, Any], str]:
-    state = load_checkpoint(run_dir / "checkpoints" / "last")
-    return state, (run_dir / "metrics.jsonl").read_text()
-
-
-def _assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
-    moments_a, moments_b = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert moments_a.keys() == moments_b.keys()
-    for index, entry in moments_a.items():
-        for name, value in entry.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(moments_b[index][name]))
-    assert a["scheduler"] == b["scheduler"]
-    assert a["counters"] == b["counters"]
+    return final_state(run_dir), (run_dir / "metrics.jsonl").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +53,7 @@ def test_resume_matches_uninterrupted_run(
     assert second["status"] == "completed"
     resumed_state, resumed_metrics = _final(run_dir)
     expected_state, expected_metrics = _final(uninterrupted)
-    _assert_same_state(expected_state, resumed_state)
+    assert_same_state(expected_state, resumed_state)
     assert resumed_metrics == expected_metrics  # every loss and lr, no duplicated or lost row
 
 
@@ -102,5 +79,5 @@ def test_step_checkpoints_resume_exactly_mid_accumulation(
     fit(resume=run_dir / "checkpoints" / "step-00000004")
     resumed_state, resumed_metrics = _final(run_dir)
     expected_state, expected_metrics = _final(uninterrupted)
-    _assert_same_state(expected_state, resumed_state)
+    assert_same_state(expected_state, resumed_state)
     assert resumed_metrics == expected_metrics

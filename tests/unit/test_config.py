@@ -54,11 +54,40 @@ def test_partial_yaml_keeps_defaults_for_the_rest(tmp_path: Path) -> None:
     assert config.optimizer.name == "adamw"
 
 
+REPOSITORY = Path(__file__).parents[2]
+
+
+def _shipped_yaml_files() -> list[Path]:
+    roots = [REPOSITORY / "src", REPOSITORY / "examples", REPOSITORY / "docs"]
+    return sorted(
+        p for root in roots for p in root.rglob("*.y*ml") if p.suffix in {".yaml", ".yml"}
+    )
+
+
+def _yaml_blocks_in_docs() -> list[tuple[str, str]]:
+    """Every ```yaml block of the README and docs/, as (where, text)."""
+    import re
+
+    blocks = []
+    for page in [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md"))]:
+        for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)):
+            blocks.append((f"{page.name}#{index}", block))
+    return blocks
+
+
 def test_every_shipped_config_loads() -> None:
-    shipped = [DEFAULT_CONFIG, *Path(__file__).parents[2].joinpath("configs").glob("*.yaml")]
+    shipped = _shipped_yaml_files()
+    assert DEFAULT_CONFIG in shipped and len(shipped) >= 3  # the default and the examples
     for path in shipped:
-        load_config(path)
+        load_config(path, check_components=False)  # examples may import their own modules
         assert path.read_text().startswith("#"), f"{path}: open with what it is and how to run it"
+
+
+@pytest.mark.parametrize(("where", "block"), _yaml_blocks_in_docs(), ids=lambda v: v)
+def test_every_config_snippet_in_the_docs_is_valid(where: str, block: str) -> None:
+    import yaml
+
+    load_config(yaml.safe_load(block), check_components=False)
 
 
 def test_override_without_equals_sign_is_explained() -> None:

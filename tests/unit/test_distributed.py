@@ -9,17 +9,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from brickwork.cli.launch import should_launch
+from brickwork.components import describe_batch, resolve_batch_sizes
 from brickwork.config import load_config
 from brickwork.data.sampler import ResumableSampler
 from brickwork.distributed import (
-    describe_batch,
     env_world_size,
     explain_collective_error,
     get_rank,
     get_world_size,
     is_main_process,
-    resolve_batch_sizes,
-    should_launch,
     sum_across_ranks,
     wrap_model,
 )

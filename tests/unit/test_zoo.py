@@ -13,8 +13,8 @@ from brickwork import registry
 from brickwork.config import ModelConfig
 from brickwork.data.bundle import DataBundle
 from brickwork.errors import ConfigError
-from brickwork.finetune import find_head
 from brickwork.models import build_model
+from brickwork.models.anatomy import find_head
 from brickwork.models.pretrained import load_pretrained
 
 FACTS = DataBundle(train=[], val=[], num_classes=3, input_shape=(3, 32, 32))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,31 +49,26 @@ def run(args: argparse.Namespace) -> int:
         )
     if config is not None and not config.is_file():
         raise ConfigError(f"{config}: config file not found; pass the path to a YAML file")
-    if args.resume in (None, "auto"):
-        from brickwork.config import load_config
 
-        # The schema check needs no torch: a typo is reported in a fraction of a second.
-        load_config(config, overrides, check_components=False)
+    from brickwork.run import resolve_training
 
-    from brickwork.distributed import launch_processes, should_launch
+    # Validated once, here; a typo is reported before torch is imported.
+    plan = resolve_training(config, overrides, args.resume)
+    from brickwork.cli.launch import launch_processes, should_launch
 
-    trainer = _trainer_config(config, overrides, args.resume)
-    if should_launch(trainer):
-        return launch_processes(trainer.devices, _argv(args))
+    if should_launch(plan.config.trainer):
+        return launch_processes(plan.config.trainer.devices, _argv(args))
 
     from brickwork.loop import fit
-    from brickwork.preemption import EXIT_PREEMPTED
+    from brickwork.stop import StopKind
 
     summary = fit(
-        config,
-        overrides=overrides,
+        plan.config,
         run_dir=args.run_dir,
-        resume=args.resume,
+        resume=plan.resume_from,
         resume_force=args.resume_force,
     )
-    if summary["status"] == "preempted":
-        return EXIT_PREEMPTED
-    return 0 if summary["status"] in ("completed", "early_stopped") else 1
+    return StopKind(summary["stop"]["kind"]).exit_code
 
 
 def split_config_and_overrides(values: list[str]) -> tuple[Path | None, list[str]]:
@@ -84,21 +78,6 @@ def split_config_and_overrides(values: list[str]) -> tuple[Path | None, list[str
     return None, values
 
 
-def _trainer_config(config: Path | None, overrides: list[str], resume: Path | None) -> Any:
-    """The trainer section as the run will see it (a resumed run reads its own config).
-
-    Validating here also means a config mistake is reported once, before any launch.
-    """
-    from brickwork.config import load_config
-
-    if config is None and resume is not None:
-        from brickwork.checkpoint import resolve_checkpoint
-        from brickwork.run import run_dir_of
-
-        config = run_dir_of(resolve_checkpoint(resume)) / "config.yaml"
-    return load_config(config, overrides).trainer
-
-
 def _argv(args: argparse.Namespace) -> list[str]:
     """The command line each launched rank runs (the same one, minus the launch)."""
     argv = ["train", *args.args]
@@ -106,4 +85,6 @@ def _argv(args: argparse.Namespace) -> list[str]:
         argv += ["--run-dir", str(args.run_dir)]
     if args.resume is not None:
         argv += ["--resume", str(args.resume)]
+    if args.resume_force:
+        argv.append("--resume-force")
     return argv

@@ -61,7 +61,7 @@ def save_data_facts(bundle: DataBundle, path: Path) -> None:
     """
     import json
 
-    from brickwork.run import write_atomically
+    from brickwork.files import write_atomically
 
     facts = {
         "label_names": bundle.label_names,

@@ -29,9 +29,9 @@ from brickwork.data.image import (
     ImageOptions,
     Item,
     build_image_bundle,
-    stratified_split,
     unlabeled_images,
 )
+from brickwork.data.split import assemble_splits
 from brickwork.data.transforms import TransformSpec
 from brickwork.errors import DataError
 from brickwork.registry import register
@@ -65,18 +65,14 @@ def build_image_csv(
         raise DataError(f"data.root = '{root}': no such folder; the CSV's paths are relative to it")
     rows = read_csv_columns(Path(csv), [path_column, label_column], "csv")
     label_names = sorted_labels([row[label_column] for row in rows])
+
+    def read_file(split: str, path: Path) -> list[Item]:
+        other = read_csv_columns(path, [path_column, label_column], f"{split}_csv")
+        return _items(other, base, label_names, path, path_column, label_column)
+
     train = _items(rows, base, label_names, Path(csv), path_column, label_column)
-    splits: dict[str, list[Item]] = {}
-    for split, file, fraction in (
-        ("test", test_csv, test_fraction),
-        ("val", val_csv, val_fraction),
-    ):
-        if file is not None:
-            other = read_csv_columns(Path(file), [path_column, label_column], f"{split}_csv")
-            splits[split] = _items(other, base, label_names, Path(file), path_column, label_column)
-        else:
-            train, splits[split] = stratified_split(train, fraction, seed, split)
-    splits["train"] = train
+    sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
+    splits = assemble_splits(train, sources, seed, read_file)
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
         if Path(path).suffix.lower() != ".csv":

@@ -1,13 +1,18 @@
-"""Seeded, stratified splits of row indices, shared by the file-based dataset builders."""
+"""Seeded, stratified splits, and the one rule every file-based dataset builder uses to
+get its val and test splits: a file of their own, or a fraction of the training rows."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from brickwork.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def split_indices(
@@ -40,3 +45,33 @@ def split_indices(
     except ValueError as error:
         raise ConfigError(f"data.{what}_fraction = {fraction}: {error}") from None
     return sorted(kept), sorted(split)
+
+
+Labelled = tuple[T, int]
+
+
+def assemble_splits(
+    train: list[Labelled[T]],
+    sources: Sequence[tuple[str, str | None, float]],
+    seed: int,
+    read_file: Callable[[str, Path], list[Labelled[T]]],
+) -> dict[str, list[Labelled[T]]]:
+    """Train, val and test items of a file-based dataset, one rule for every builder.
+
+    `sources` lists `(split, file, fraction)` in the order splits are taken (test, then
+    val): a split with its own file reads it (`read_file(split, path)`); otherwise a
+    seeded, stratified `fraction` of the remaining training items becomes that split.
+
+    Example:
+        >>> splits = assemble_splits(items, [("test", None, 0.1), ("val", "val.csv", 0)], 42, read)
+    """
+    splits: dict[str, list[Labelled[T]]] = {}
+    for split, file, fraction in sources:
+        if file is not None:
+            splits[split] = read_file(split, Path(file))
+            continue
+        kept, taken = split_indices([label for _, label in train], fraction, seed, split)
+        splits[split] = [train[i] for i in taken]
+        train = [train[i] for i in kept]
+    splits["train"] = train
+    return splits

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from brickwork.data.bundle import DataBundle
 from brickwork.data.image_csv import label_index, read_csv_columns, sorted_labels
-from brickwork.data.split import split_indices
+from brickwork.data.split import assemble_splits
 from brickwork.errors import DataError
 from brickwork.registry import register
 
@@ -50,27 +50,25 @@ def build_tabular_csv(
     rows = read_csv_columns(Path(csv), [target, *(features or [])], "csv")
     columns = features or [c for c in rows[0] if c != target]
     label_names = sorted_labels([row[target] for row in rows])
-    labels = [
-        label_index(r[target], label_names, Path(csv), i + 2, target) for i, r in enumerate(rows)
-    ]
-    splits: dict[str, Rows] = {}
-    for split, file, fraction in (
-        ("test", test_csv, test_fraction),
-        ("val", val_csv, val_fraction),
-    ):
-        if file is not None:
-            splits[split] = read_csv_columns(Path(file), [target, *columns], f"{split}_csv")
-            continue
-        kept, taken = split_indices(labels, fraction, seed, split)
-        splits[split] = [rows[i] for i in taken]
-        rows, labels = [rows[i] for i in kept], [labels[i] for i in kept]
-    splits["train"] = rows
+
+    def labelled(rows: Rows, path: Path) -> list[tuple[dict[str, str], int]]:
+        return [
+            (r, label_index(r[target], label_names, path, i + 2, target))
+            for i, r in enumerate(rows)
+        ]
+
+    def read_file(split: str, path: Path) -> list[tuple[dict[str, str], int]]:
+        return labelled(read_csv_columns(path, [target, *columns], f"{split}_csv"), path)
+
+    sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
+    splits = assemble_splits(labelled(rows, Path(csv)), sources, seed, read_file)
+    rows = [row for row, _ in splits["train"]]
     encoder = TabularEncoder.fit(rows, columns, categorical, Path(csv))
 
     def dataset(split: str, path: Path) -> TensorDataset:
-        part = splits[split]
-        y = [label_index(r[target], label_names, path, i + 2, target) for i, r in enumerate(part)]
-        return TensorDataset(encoder.encode(part, path), torch.tensor(y, dtype=torch.long))
+        part = [row for row, _ in splits[split]]
+        y = torch.tensor([label for _, label in splits[split]], dtype=torch.long)
+        return TensorDataset(encoder.encode(part, path), y)
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
         new_rows = read_csv_columns(Path(path), columns, "--input")

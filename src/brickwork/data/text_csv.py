@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from brickwork.data.bundle import DataBundle
 from brickwork.data.image_csv import label_index, read_csv_columns, sorted_labels
-from brickwork.data.split import split_indices
+from brickwork.data.split import assemble_splits
 from brickwork.errors import ConfigError
 from brickwork.registry import register
 
@@ -60,31 +60,20 @@ def build_text_csv(
     columns = [text_column, label_column]
     rows = read_csv_columns(Path(csv), columns, "csv")
     label_names = sorted_labels([row[label_column] for row in rows])
-    labels = [
-        label_index(r[label_column], label_names, Path(csv), i + 2, label_column)
-        for i, r in enumerate(rows)
-    ]
-    texts: dict[str, list[str]] = {}
-    targets: dict[str, list[int]] = {}
-    for split, file, fraction in (
-        ("test", test_csv, test_fraction),
-        ("val", val_csv, val_fraction),
-    ):
-        if file is not None:
-            other = read_csv_columns(Path(file), columns, f"{split}_csv")
-            texts[split] = [r[text_column] for r in other]
-            targets[split] = [
-                label_index(r[label_column], label_names, Path(file), i + 2, label_column)
-                for i, r in enumerate(other)
-            ]
-            continue
-        kept, taken = split_indices(labels, fraction, seed, split)
-        texts[split], targets[split] = (
-            [rows[i][text_column] for i in taken],
-            [labels[i] for i in taken],
-        )
-        rows, labels = [rows[i] for i in kept], [labels[i] for i in kept]
-    texts["train"], targets["train"] = [r[text_column] for r in rows], labels
+
+    def labelled(rows: list[dict[str, str]], path: Path) -> list[tuple[str, int]]:
+        return [
+            (r[text_column], label_index(r[label_column], label_names, path, i + 2, label_column))
+            for i, r in enumerate(rows)
+        ]
+
+    def read_file(split: str, path: Path) -> list[tuple[str, int]]:
+        return labelled(read_csv_columns(path, columns, f"{split}_csv"), path)
+
+    sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
+    splits = assemble_splits(labelled(rows, Path(csv)), sources, seed, read_file)
+    texts = {split: [text for text, _ in items] for split, items in splits.items()}
+    targets = {split: [label for _, label in items] for split, items in splits.items()}
     encode, vocabulary, vocab_size = build_encoder(
         tokenizer, texts["train"], lowercase, max_length, min_freq, max_vocab_size
     )

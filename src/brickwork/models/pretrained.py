@@ -76,7 +76,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         >>> report.head_mismatch
         ['fc.weight', 'fc.bias']
     """
-    from brickwork.finetune import find_head
+    from brickwork.models.anatomy import find_head
 
     weights = read_weights(path)
     own = model.state_dict()

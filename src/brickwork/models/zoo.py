@@ -86,7 +86,7 @@ def build_torchvision_model(
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Swap the classifier's last linear layer for a fresh one with `num_classes` outputs."""
-    from brickwork.finetune import find_head
+    from brickwork.models.anatomy import find_head
 
     head_name = find_head(model)[0]
     head = model.get_submodule(head_name)
