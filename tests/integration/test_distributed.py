@@ -215,3 +215,26 @@ def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
     run = summary(tmp_path / "run")
     assert run["status"] == "failed"
     assert run["wall_s"] < 4.5  # rank 0 gave up after the timeout, not after rank 1's 5 s
+
+
+RANK0_SNAPSHOT = """
+from brickwork.distributed import is_main_process
+from brickwork.registry import register
+
+
+@register("callback", "rank0_snapshot")
+class Rank0Snapshot:
+    def on_step_end(self, state, logs):
+        if state.step == 2 and is_main_process():
+            state.state_dict()  # local: must not wait for the other rank
+"""
+
+
+def test_state_dict_on_one_rank_alone_runs_no_collective(tmp_path: Path) -> None:
+    """Before the core reshape this gathered RNG states and hung rank 0 until the timeout."""
+    (tmp_path / "snapshot.py").write_text(RANK0_SNAPSHOT)
+    args = [*BASE, f"imports=[{tmp_path / 'snapshot.py'}]", "callbacks=[rank0_snapshot]"]
+    args += ["trainer.devices=2", "trainer.dist_timeout_s=5", "trainer.max_steps=4"]
+    result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary(tmp_path / "run")["num_steps"] == 4
