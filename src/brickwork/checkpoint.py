@@ -234,6 +234,11 @@ def resolve_checkpoint(run_or_path: Path, which: str = "last") -> Path:
             f"{path}: no usable checkpoint ({problems[0]}); "
             "start a new run, or restore the checkpoint from a backup"
         )
+    if (path / "config.yaml").is_file():
+        raise CheckpointError(
+            f"{path}: the run saved no checkpoint (it stopped before its first save); "
+            f"train it again with: brickwork train --resume {path}"
+        )
     raise CheckpointError(
         f"{path}: no checkpoint found; pass a brickwork run folder (runs/<name>/<id>)"
     )

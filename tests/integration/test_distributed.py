@@ -215,3 +215,30 @@ def test_a_stuck_rank_becomes_an_error_naming_the_rank(tmp_path: Path) -> None:
     run = summary(tmp_path / "run")
     assert run["status"] == "failed"
     assert run["wall_s"] < 4.5  # rank 0 gave up after the timeout, not after rank 1's 5 s
+
+
+def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(tmp_path: Path) -> None:
+    """2 -> 1 and 1 -> 2 processes through `trainer.devices`, as docs/distributed.md says."""
+    more = ["trainer.max_steps=24"]
+    check(run_cli(["train", *STEPS, "trainer.devices=2", "data.batch_size=16", "--run-dir", "two"]))
+    fit(None, overrides=[*STEPS, "data.batch_size=32"], run_dir=tmp_path / "one")  # in-process
+    check(run_cli(["train", *more, "trainer.devices=1", "data.batch_size=32", "--resume", "two"]))
+    check(run_cli(["train", *more, "trainer.devices=2", "data.batch_size=16", "--resume", "one"]))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert summary(one)["num_steps"] == summary(two)["num_steps"] == 24
+    assert (summary(one)["world_size"], summary(two)["world_size"]) == (2, 1)
+    assert_same_weights(weights(one), weights(two))
+    # A different global batch is still a change of the math.
+    refused = run_cli(["train", "trainer.max_steps=30", "trainer.devices=1", "--resume", "one"])
+    assert refused.returncode == 2
+    assert "samples per step (all processes) (32 -> 16)" in refused.stderr
+
+
+def test_resume_force_reaches_the_launched_ranks() -> None:
+    from brickwork.cli import build_parser
+    from brickwork.cli.train import _argv
+
+    args = build_parser().parse_args(
+        ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]
+    )
+    assert _argv(args) == ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]

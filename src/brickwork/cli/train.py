@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = fit(
         plan.config,
-        run_dir=args.run_dir,
+        run_dir=args.run_dir if args.run_dir is not None else plan.restart_in,
         resume=plan.resume_from,
         resume_force=args.resume_force,
     )
