@@ -15,9 +15,9 @@ from brickwork.errors import ConfigError
 from brickwork.loop import fit
 from brickwork.run import open_run
 from tests.conftest import FAST, run_cli
+from tests.resume import StopAtStep
 
 SHORT = [*FAST, "trainer.max_steps=2"]
-from tests.resume import StopAtStep
 
 # A dataset whose validation split fails to load while a file `broken` sits beside it,
 # as an undecodable image or a bad label in a val CSV would: after the first epoch.

@@ -116,7 +116,12 @@ def sorted_labels(values: list[str]) -> list[str]:
 
 
 def label_index(value: str, label_names: list[str], path: Path, row: int, column: str) -> int:
-    """The index of `value`; an unseen label is a DataError naming file, row and column."""
+    """The index of `value`; an unseen or empty label is a DataError naming file, row and column."""
+    if not value.strip():
+        raise DataError(
+            f"{path}: row {row}: {column} is empty; fill in the label or remove the row "
+            "(an empty cell is not a class)"
+        )
     try:
         return label_names.index(value)
     except ValueError:
