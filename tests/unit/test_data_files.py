@@ -244,3 +244,22 @@ def test_tabular_csv_warns_with_a_count_of_unseen_categories_at_predict(
         _, names = bundle.load_unlabeled(new)
     assert "2 row(s) hold a colour category training never saw" in caplog.text
     assert names == ["green", "green", "red"]  # the chosen id column names each row
+
+
+def test_text_csv_gives_nfc_and_nfd_forms_of_a_sentence_the_same_tokens(tmp_path: Path) -> None:
+    import unicodedata
+
+    sentence = "한국어 공부 노트"
+    rows = [f"{sentence} {i},ko" for i in range(6)] + [f"english notes {i},en" for i in range(6)]
+    csv = _write_csv(tmp_path / "x.csv", "text,label", rows)
+    new = _write_csv(
+        tmp_path / "new.csv",
+        "text",
+        [unicodedata.normalize("NFC", sentence), unicodedata.normalize("NFD", sentence)],
+    )
+    for form, same in (("NFC", True), (None, False)):
+        bundle = build_text_csv(str(csv), tokenizer="characters", unicode_normalization=form)
+        assert bundle.load_unlabeled is not None
+        dataset, names = bundle.load_unlabeled(new)
+        assert names[0] == unicodedata.normalize("NFC", sentence)  # each row named by its text
+        assert torch.equal(dataset[0][0], dataset[1][0]) is same
