@@ -44,11 +44,23 @@ def export_run(
     Example:
         >>> export_run(Path("runs/digits-cnn/20260101-120000"), "torchscript")["path"]
     """
-    from brickwork.inference import load_trained
-    from brickwork.models.anatomy import unwrap_model
+    from brickwork.inference import in_working_folder
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")
+    run_dir, output = Path(run_dir).absolute(), Path(output).absolute() if output else None
+    if checkpoint not in ("best", "last"):
+        checkpoint = str(Path(checkpoint).absolute())
+    with in_working_folder(run_dir):
+        return _export(run_dir, format, output, checkpoint, force)
+
+
+def _export(
+    run_dir: Path, format: str, output: Path | None, checkpoint: str, force: bool
+) -> dict[str, Any]:
+    from brickwork.inference import load_trained
+    from brickwork.models.anatomy import unwrap_model
+
     path = Path(output) if output is not None else Path(run_dir) / "export" / FORMATS[format]
     owned = path.resolve().parent == (Path(run_dir) / "export").resolve()
     written = [path, path.with_name("config.yaml")] if format == "safetensors" else [path]

@@ -396,6 +396,7 @@ def _announce_start(config: Config, run: Run, state: TrainState, device: torch.d
         {
             "status": "running",
             "run_dir": str(run.directory),
+            "working_folder": str(Path.cwd()),  # relative data paths start here
             "num_steps": state.step,
             "world_size": world_size,
         },
@@ -564,6 +565,7 @@ def _summarize(
         "stop": stop.to_dict(),
         "stop_reason": stop.detail or None,  # kept for readers of summaries before `stop`
         "run_dir": str(run.directory),
+        "working_folder": str(Path.cwd()),
         "monitor": config.checkpoint.monitor,
         "mode": config.checkpoint.mode,
         "best": checkpointer.best,

@@ -16,7 +16,6 @@ by a typo in `--run-dir`. Resuming reopens the folder it continues.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -372,13 +371,14 @@ def _claim_run_dir(name: str, run_dir: Path | str | None) -> tuple[Path, bool]:
     if run_dir is None:
         base = Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
         base.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in itertools.count(1):
-            candidate = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        candidate, suffix = base, 1
+        while True:
             try:
                 candidate.mkdir()
                 return candidate, True
             except FileExistsError:
-                continue
+                suffix += 1
+                candidate = base.with_name(f"{base.name}-{suffix}")
     directory = Path(run_dir)
     if directory.is_dir() and not any(directory.iterdir()):
         return directory, False
