@@ -13,6 +13,8 @@ warning, as are missing and unexpected keys. Nothing matching at all is an error
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +51,13 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             "(or a brickwork checkpoint folder)"
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from brickwork.checkpoint import load_tensors
+        from brickwork.errors import CheckpointError
 
-        return load_file(str(path))
+        try:  # refuses a pickle under a .safetensors name unread
+            return load_tensors(path)
+        except CheckpointError as error:
+            raise ConfigError(f"model.pretrained = '{path}': {_after_path(error, path)}") from None
     if path.suffix not in _TORCH_SUFFIXES:
         raise ConfigError(
             f"model.pretrained = '{path}': unknown weights format '{path.suffix}'; "
@@ -59,11 +65,17 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle refusals and corrupt files alike
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    except pickle.UnpicklingError:
+        # torch's own text goes on to explain how to load it unsafely: not quoted here.
         raise ConfigError(
-            f"model.pretrained = '{path}': cannot read it with torch.load(weights_only=True) "
-            f"({first}); save a plain state_dict, or convert it to .safetensors"
+            f"model.pretrained = '{path}': it holds Python objects besides tensors, which "
+            "brickwork refuses to unpickle (that could run code); save model.state_dict() "
+            "from code you trust, or convert the weights to .safetensors"
+        ) from None
+    except Exception as error:  # a truncated or corrupt file
+        raise ConfigError(
+            f"model.pretrained = '{path}': not a readable weights file "
+            f"({_plain(str(error))[:160]}); save a plain state_dict, or use .safetensors"
         ) from None
     return _unwrap(loaded, path)
 
@@ -102,6 +114,16 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     report.missing = [k for k in own if k not in usable and k not in report.head_mismatch]
     _log_report(report, path)
     return report
+
+
+def _after_path(error: Exception, path: Path) -> str:
+    return str(error).removeprefix(f"{path}: ")
+
+
+def _plain(text: str) -> str:
+    """The first line of a library's message, without terminal colour codes."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", first).split(". ")[0]
 
 
 def _head_prefixes(model: nn.Module, find_head: object) -> list[str]:
