@@ -428,6 +428,7 @@ def _finish(
         ):
             summary["test"] = _test_best(config, run, built.parts, built.autocast)
             summary["final"].update(summary["test"])
+            _log_metrics(built.loggers, summary["test"], state)  # metrics.jsonl, TensorBoard
     except BaseException as error:
         failed = Stop(StopKind.FAILED, _describe_error(error))
         summary.update(status=failed.kind.status, stop=failed.to_dict())

@@ -234,11 +234,14 @@ def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(tmp_pa
     assert "samples per step (all processes) (32 -> 16)" in refused.stderr
 
 
-def test_resume_force_reaches_the_launched_ranks() -> None:
+def test_resume_force_and_the_chosen_checkpoint_reach_the_launched_ranks() -> None:
     from brickwork.cli import build_parser
     from brickwork.cli.train import _argv
 
-    args = build_parser().parse_args(
-        ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]
-    )
-    assert _argv(args) == ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]
+    typed = ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]
+    args = build_parser().parse_args(typed)
+    assert _argv(args) == typed[:]
+    chosen = Path("r/checkpoints/step-00000010")  # decided once, by the launching process
+    assert _argv(args, chosen)[-3:] == ["--resume", str(chosen), "--resume-force"]
+    auto = build_parser().parse_args(["train", "--resume", "auto"])
+    assert _argv(auto) == ["train"]  # nothing unfinished: every rank starts the same new run

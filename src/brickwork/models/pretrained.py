@@ -154,12 +154,14 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _log_report(report: LoadReport, path: str | Path) -> None:
-    log.info("pretrained: loaded %d tensors from %s", len(report.loaded), path)
+    shown = {"console": True}  # the user needs these on the console, not only in train.log
+    log.info("pretrained: loaded %d tensors from %s", len(report.loaded), path, extra=shown)
     if report.head_mismatch:
         log.info(
             "pretrained: classifier head not loaded, its shape differs as expected for a new "
             "class count (%s); it starts freshly initialised",
             _shorten(report.head_mismatch),
+            extra=shown,
         )
     if report.shape_mismatch:
         log.warning(
