@@ -263,3 +263,19 @@ def test_text_csv_gives_nfc_and_nfd_forms_of_a_sentence_the_same_tokens(tmp_path
         dataset, names = bundle.load_unlabeled(new)
         assert names[0] == unicodedata.normalize("NFC", sentence)  # each row named by its text
         assert torch.equal(dataset[0][0], dataset[1][0]) is same
+
+
+def test_image_csv_finds_a_missing_val_or_test_file_before_training(tmp_path: Path) -> None:
+    files = write_images(tmp_path / "images", {"x": 3, "y": 3})
+    rows = [f"{p.relative_to(tmp_path / 'images')},{p.parent.name}" for p in files]
+    train = _write_csv(tmp_path / "train.csv", "image,label", rows)
+    test = _write_csv(tmp_path / "test.csv", "image,label", [rows[0], "x/gone.png,x"])
+    root = str(tmp_path / "images")
+    with pytest.raises(
+        DataError, match=r"test.csv: 1 listed image file\(s\) do not exist \(rows 3"
+    ):
+        build_image_csv(str(train), root=root, image_size=16, test_csv=str(test))
+    skipping = build_image_csv(
+        str(train), root=root, image_size=16, test_csv=str(test), on_bad_image="skip"
+    )
+    assert len(skipping.test) == 1  # type: ignore[arg-type]
