@@ -38,6 +38,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     head_mismatch: list[str] = field(default_factory=list)
     shape_mismatch: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)  # first convs fitted to the input channels
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -96,6 +97,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     report = LoadReport()
     usable: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
+        if key in own and own[key].shape != tensor.shape:
+            tensor = _adapt_input_conv(key, tensor, own[key].shape, report)
         if key not in own:
             report.unexpected.append(key)
         elif own[key].shape != tensor.shape:
@@ -114,6 +117,26 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     report.missing = [k for k in own if k not in usable and k not in report.head_mismatch]
     _log_report(report, path)
     return report
+
+
+def _adapt_input_conv(
+    key: str, weight: torch.Tensor, wanted: torch.Size, report: LoadReport
+) -> torch.Tensor:
+    """A first convolution trained on RGB, for a model with other input channels: as timm's
+    `adapt_input_conv`, sum the filters over RGB for one channel, or repeat them (scaled
+    to keep the activation size) for more. Anything else is returned unchanged."""
+    if weight.ndim != 4 or len(wanted) != 4 or weight.shape[0] != wanted[0]:
+        return weight
+    if weight.shape[2:] != wanted[2:] or weight.shape[1] != 3 or wanted[1] == 3:
+        return weight
+    channels = wanted[1]
+    if channels == 1:
+        adapted = weight.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-channels // 3)
+        adapted = weight.repeat(1, repeats, 1, 1)[:, :channels] * (3 / channels)
+    report.adapted.append(key)
+    return adapted
 
 
 def _after_path(error: Exception, path: Path) -> str:
@@ -161,6 +184,13 @@ def _log_report(report: LoadReport, path: str | Path) -> None:
             "pretrained: classifier head not loaded, its shape differs as expected for a new "
             "class count (%s); it starts freshly initialised",
             _shorten(report.head_mismatch),
+            extra=shown,
+        )
+    if report.adapted:
+        log.info(
+            "pretrained: %s adapted from 3 (RGB) input channels to the data's channels "
+            "(summed for 1, repeated and scaled for more), as timm does",
+            _shorten(report.adapted),
             extra=shown,
         )
     if report.shape_mismatch:
