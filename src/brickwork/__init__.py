@@ -2,7 +2,7 @@
 
 The few names a user meets:
 
-    from brickwork import fit, load_config, register, TrainState, Callback
+    from brickwork import fit, predict, evaluate, load_config, register, TrainState, Callback
 
 Attributes load on first use, so `import brickwork` (and `brickwork --help`) does
 not import torch.
@@ -17,6 +17,8 @@ from brickwork.version import __version__
 
 _EXPORTS = {
     "fit": "brickwork.loop",
+    "predict": "brickwork.inference",
+    "evaluate": "brickwork.inference",
     "inspect_model": "brickwork.inspection",
     "StopKind": "brickwork.stop",
     "Logger": "brickwork.loggers",
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from brickwork.checkpoint import load_checkpoint, save_checkpoint
     from brickwork.config import Config, load_config
     from brickwork.data.bundle import DataBundle
+    from brickwork.inference import evaluate, predict
     from brickwork.inspection import inspect_model
     from brickwork.loggers import Logger
     from brickwork.loop import evaluate_loader, fit

@@ -82,10 +82,15 @@ def save_checkpoint(
         reason = getattr(error, "strerror", None) or str(error).removeprefix(
             "Error while serializing: "
         )
+        earlier = [p for p in list_checkpoints(directory) if p != final]
+        then = (
+            f"then continue with --resume {directory.parent} (earlier checkpoints are intact)"
+            if earlier
+            else "then run the same command again (no checkpoint had been saved yet)"
+        )
         raise CheckpointError(
             f"cannot save checkpoint {final.name} in {directory}: {reason}; "
-            "free disk space or make the run folder writable, then continue with --resume "
-            f"{directory.parent} (earlier checkpoints are intact)"
+            f"free disk space or make the run folder writable, {then}"
         ) from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -233,6 +238,11 @@ def resolve_checkpoint(run_or_path: Path, which: str = "last") -> Path:
         raise CheckpointError(
             f"{path}: no usable checkpoint ({problems[0]}); "
             "start a new run, or restore the checkpoint from a backup"
+        )
+    if (path / "config.yaml").is_file():
+        raise CheckpointError(
+            f"{path}: the run saved no checkpoint (it stopped before its first save); "
+            f"train it again with: brickwork train --resume {path}"
         )
     raise CheckpointError(
         f"{path}: no checkpoint found; pass a brickwork run folder (runs/<name>/<id>)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,10 +38,29 @@ from brickwork.errors import ConfigError
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.yaml"
 
 
+def _no_bool_for_number(value: Any, info: ValidationInfo, fields: dict[str, Any]) -> Any:
+    """`batch_size: true` is a mistake, not 1: a boolean passes only where one is typed."""
+    field = fields.get(info.field_name or "")
+    if isinstance(value, bool) and field is not None and not _admits_bool(field.annotation):
+        raise ValueError("expected a number or text, got a boolean")
+    return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    from brickwork.registry import admits_bool
+
+    return admits_bool(annotation)
+
+
 class _Section(BaseModel):
     """A config section with a fixed set of keys."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_bool_for_number(value, info, cls.model_fields)
 
 
 class Component(BaseModel):
@@ -48,6 +69,11 @@ class Component(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_bool_for_number(value, info, cls.model_fields)
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -62,11 +88,15 @@ class Component(BaseModel):
         return set()
 
 
+# A batch larger than this is a typo (and Python's slicing refuses past sys.maxsize).
+BatchSize = Annotated[int, Field(gt=0, le=2**31 - 1)]
+
+
 class DataConfig(Component):
     name: str = "digits"
-    batch_size: PositiveInt = 64
-    global_batch_size: PositiveInt | None = None
-    eval_batch_size: PositiveInt | None = None
+    batch_size: BatchSize = 64
+    global_batch_size: BatchSize | None = None
+    eval_batch_size: BatchSize | None = None
     num_workers: NonNegativeInt = 0
     pin_memory: bool | None = Field(None, description="null: on when training on CUDA")
     persistent_workers: bool = False
@@ -310,7 +340,7 @@ def load_config(
     # arguments without dropping arguments given for the new one.
     for override in sorted(overrides, key=lambda o: not _is_component_swap(o)):
         apply_override(raw, override)
-    config = validate_config(raw, source)
+    config = validate_config(raw, Origin(source, tuple(overrides)))
     if check_components:
         from brickwork.registry import import_project_modules
 
@@ -321,8 +351,29 @@ def load_config(
                 f"{source}: imports: {error}; check the module name and that the module "
                 "sits beside the config file"
             ) from error
-        check_component_kwargs(config, source)
+        check_component_kwargs(config, Origin(source, tuple(overrides)))
     return config
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a config value came from: the file, or a `key=value` typed on the command line.
+
+    An error in an override names the override, not a file the user never opened.
+    """
+
+    source: Path | str
+    overrides: tuple[str, ...] = ()
+
+    def of(self, key: str) -> str:
+        """'override trainer.max_epochs=-1' when `key` was set by one, else the file."""
+        for override in reversed(self.overrides):
+            typed = override.partition("=")[0]
+            if key == typed or key.startswith((typed + ".", typed + "[")):
+                return f"override {override}"
+            if typed.startswith(key + "."):
+                return f"override {override}"
+        return str(self.source)
 
 
 def read_yaml(source: Path) -> dict[str, Any]:
@@ -331,13 +382,20 @@ def read_yaml(source: Path) -> dict[str, Any]:
         raise ConfigError(f"{source}: config file not found; pass the path to a YAML file")
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{source}: byte {error.start} is not UTF-8 text; save the file as UTF-8"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(f"{source}:{where}: {problem}; fix the YAML syntax") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{source}: the config file is empty; add sections (name:, model:, ...), "
+            "or omit the CONFIG argument to use the built-in digits config"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping of sections (name:, model:, ...), "
@@ -376,17 +434,21 @@ def _is_component_swap(override: str) -> bool:
     return key.count(".") == 1 and key.endswith(".name") and key.split(".")[0] in COMPONENT_SECTIONS
 
 
-def validate_config(raw: dict[str, Any], source: Path | str = "<config>") -> Config:
+def validate_config(raw: dict[str, Any], source: Origin | Path | str = "<config>") -> Config:
     """Validate a raw mapping against the schema, reporting the first problem on one line."""
+    origin = source if isinstance(source, Origin) else Origin(source)
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(error, raw, str(source))) from None
+        raise ConfigError(_describe(error, raw, origin)) from None
 
 
-def check_component_kwargs(config: Config, source: Path | str = "<config>") -> None:
-    """Check every component's name and keyword arguments against its registered factory."""
+def check_component_kwargs(config: Config, source: Origin | Path | str = "<config>") -> None:
+    """Check every component's name, keyword names and values against its registered
+    factory's signature (see `registry.check_kwarg_types`)."""
     from brickwork import registry
+
+    origin = source if isinstance(source, Origin) else Origin(source)
 
     items: list[tuple[str, str, Component]] = [
         (section, kind, getattr(config, section))
@@ -399,24 +461,43 @@ def check_component_kwargs(config: Config, source: Path | str = "<config>") -> N
         try:
             factory = registry.get(kind, component.name)
         except registry.RegistryError as error:
-            raise ConfigError(f"{source}: {section}.name = '{component.name}': {error}") from None
+            where = origin.of(f"{section}.name")
+            raise ConfigError(
+                f"{where}: {section}.name = '{component.name}': {error}{_register_hint(kind)}"
+            ) from None
         accepted, takes_any = registry.accepted_kwargs(factory)
-        if takes_any:
-            continue
-        for key in component.kwargs:
+        for key in [] if takes_any else component.kwargs:
             if key not in accepted:
                 hint = registry.suggest(key, accepted)
                 hint = hint.replace("`", f"`{section}.", 1) if hint else ""
                 raise ConfigError(
-                    f"{source}: {section}.{key}: unknown key for {kind} '{component.name}'{hint}; "
+                    f"{origin.of(f'{section}.{key}')}: {section}.{key}: unknown key for "
+                    f"{kind} '{component.name}'{hint}; "
                     f"it takes: {', '.join(sorted(accepted)) or 'no arguments'}"
                 )
+        try:
+            registry.check_kwarg_types(factory, component.kwargs)
+        except registry.KwargTypeError as error:
+            key = f"{section}.{error.key}"
+            raise ConfigError(
+                f"{origin.of(key)}: {key}{error.where} = {error.value!r}: {error.message}; "
+                f"set a value {kind} '{component.name}' accepts"
+            ) from None
 
 
-def _describe(error: ValidationError, raw: dict[str, Any], source: str) -> str:
+def _register_hint(kind: str) -> str:
+    """How a component registered in a notebook or script becomes visible to this command."""
+    return (
+        f"; a {kind} registered in your own code is found when its module is listed under "
+        "`imports:` in the config (or use the Python API in the same session)"
+    )
+
+
+def _describe(error: ValidationError, raw: dict[str, Any], origin: Origin) -> str:
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
     key = _dotted(loc)
+    source = origin.of(key) if key else str(origin.source)
     if first["type"] == "extra_forbidden":
         siblings = _fields_at(loc[:-1])
         hint = _suggest_dotted(loc, siblings)

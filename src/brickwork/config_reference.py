@@ -107,6 +107,66 @@ def reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Filled in by brickwork: from the data for models, the run's seed for datasets.
+_PROVIDED = {"num_classes", "in_channels", "input_shape", "vocab_size", "seed"}
+
+
+def component_markdown() -> str:
+    """The arguments of every built-in model and dataset, from their factories' signatures.
+
+    Types and ranges come from the annotations the config check enforces
+    (`registry.check_kwarg_types`), so the table says what is accepted. Arguments the
+    data fills in (`num_classes`, `input_shape`, ...) are marked as such.
+    """
+    import inspect
+
+    from brickwork import registry
+
+    lines = ["| component | argument | type | default |", "| --- | --- | --- | --- |"]
+    for kind in ("model", "dataset"):
+        for name in registry.available(kind):
+            if name.startswith("test_"):
+                continue
+            factory = registry.get(kind, name)
+            hints = registry._type_hints(factory)
+            accepted, _ = registry.accepted_kwargs(factory)
+            target = factory.__init__ if inspect.isclass(factory) else factory
+            for param in inspect.signature(target).parameters.values():
+                if param.name not in accepted:
+                    continue
+                if param.name in _PROVIDED:
+                    default = "from the data" if kind == "model" else "the run's `seed`"
+                elif param.default is inspect.Parameter.empty:
+                    default = "required"
+                else:
+                    default = f"`{_show(param.default)}`"
+                kind_name = _argument_type(hints.get(param.name, Any))
+                lines.append(f"| {kind} `{name}` | `{param.name}` | {kind_name} | {default} |")
+    return "\n".join(lines) + "\n"
+
+
+def _argument_type(annotation: Any) -> str:
+    """`Sequence[PositiveInt]` -> 'list of int > 0'; `Field(ge=0)` on a float -> 'float ≥ 0'."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = []
+        for item in args[1:]:
+            for check in [item, *getattr(item, "metadata", [])]:
+                for attr, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+                    if getattr(check, attr, None) is not None:
+                        bounds.append(f"{sign} {getattr(check, attr)}")
+        return " ".join([_argument_type(args[0]), *bounds])
+    if origin is typing.Union or isinstance(annotation, types.UnionType):
+        return " or ".join(_argument_type(arg) for arg in args)
+    if origin is typing.Literal:
+        return " or ".join(f"'{arg}'" if isinstance(arg, str) else str(arg) for arg in args)
+    if origin is not None and args and origin not in (dict,):
+        return f"list of {_argument_type(args[0])}"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _walk(model: type[BaseModel], prefix: str, value: Any, rows: list[Any]) -> None:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from brickwork.errors import ConfigError
+from brickwork.files import refuse_to_replace
 
 FORMATS = {
     "safetensors": "model.safetensors",
@@ -29,22 +30,45 @@ FORMATS = {
 
 
 def export_run(
-    run_dir: Path, format: str, output: Path | None = None, checkpoint: str = "best"
+    run_dir: Path,
+    format: str,
+    output: Path | None = None,
+    checkpoint: str = "best",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the model of `run_dir` in `format`; returns the path and the checked output gap.
+
+    Files outside the run's own `export/` folder are never replaced unless `force`:
+    neither `--output` nor the `config.yaml` a safetensors export writes beside it.
 
     Example:
         >>> export_run(Path("runs/digits-cnn/20260101-120000"), "torchscript")["path"]
     """
-    from brickwork.inference import load_trained
-    from brickwork.models.anatomy import unwrap_model
+    from brickwork.inference import in_working_folder
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")
+    run_dir, output = Path(run_dir).absolute(), Path(output).absolute() if output else None
+    if checkpoint not in ("best", "last"):
+        checkpoint = str(Path(checkpoint).absolute())
+    with in_working_folder(run_dir):
+        return _export(run_dir, format, output, checkpoint, force)
+
+
+def _export(
+    run_dir: Path, format: str, output: Path | None, checkpoint: str, force: bool
+) -> dict[str, Any]:
+    from brickwork.inference import load_trained
+    from brickwork.models.anatomy import unwrap_model
+
+    path = Path(output) if output is not None else Path(run_dir) / "export" / FORMATS[format]
+    owned = path.resolve().parent == (Path(run_dir) / "export").resolve()
+    written = [path, path.with_name("config.yaml")] if format == "safetensors" else [path]
+    for target in written:
+        refuse_to_replace(target, "--output", force or owned)
     parts, folder = load_trained(Path(run_dir), checkpoint)
     model = unwrap_model(parts.model).eval()
     example = _example_input(parts).to(parts.device)
-    path = Path(output) if output is not None else Path(run_dir) / "export" / FORMATS[format]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -44,3 +44,19 @@ def fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def refuse_to_replace(path: Path, option: str, force: bool = False) -> None:
+    """Stop before a write would replace a file brickwork did not create.
+
+    A user's own `config.yaml` or results beside an `--output` are theirs: writing over
+    them takes `--force`. Raises ConfigError naming the file.
+    """
+    from brickwork.errors import ConfigError
+
+    if force or not (path.exists() or path.is_symlink()):
+        return
+    raise ConfigError(
+        f"{option} {path}: the file already exists and brickwork did not write it here; "
+        "choose another path, remove the file, or pass --force to replace it"
+    )

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from brickwork.state import TrainState
 
 log = logging.getLogger("brickwork")
+CONSOLE = {"console": True}  # also shown on the console, not only in train.log
 
 
 def match_parameters(model: nn.Module, patterns: Iterable[str], key: str) -> list[str]:
@@ -69,7 +70,13 @@ def match_parameters(model: nn.Module, patterns: Iterable[str], key: str) -> lis
 
 
 def freeze_parameters(model: nn.Module, finetune: FinetuneConfig) -> list[str]:
-    """Set `requires_grad=False` on what `finetune.freeze` selects; returns those names."""
+    """Set `requires_grad=False` on what `finetune.freeze` selects; returns those names.
+
+    Every `finetune.unfreeze` pattern is checked here too, before the first step: a
+    pattern that matches nothing would otherwise surface only when its epoch arrives.
+    """
+    for index, stage in enumerate(finetune.unfreeze):
+        match_parameters(model, stage.modules, f"finetune.unfreeze[{index}].modules")
     if not finetune.freeze:
         return []
     patterns = ["backbone"] if finetune.freeze == "backbone" else list(finetune.freeze)
@@ -176,7 +183,12 @@ class Finetune:
         for group in _group_by_scale(newly, self.scales, self.lr):
             add_param_group(self.optimizer, self.schedule, group, self.lr)
         self.applied.append(index)
-        log.info("unfroze %d parameter tensors (%s)", len(newly), ", ".join(stage.modules))
+        log.info(
+            "unfroze %d parameter tensors (%s)",
+            len(newly),
+            ", ".join(stage.modules),
+            extra=CONSOLE,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"applied": list(self.applied)}

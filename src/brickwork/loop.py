@@ -70,6 +70,7 @@ from brickwork.run import (
     Run,
     open_shared_run,
     record_config_changes,
+    remove_unstarted_run,
     resolve_training,
     write_summary,
 )
@@ -105,9 +106,14 @@ def fit(
     plan = resolve_training(config, overrides, resume)
     trainer = plan.config.trainer
     with distributed_session(trainer, resolve_device(trainer.device)):
+        run_dir = run_dir if run_dir is not None else plan.restart_in
         run = open_shared_run(plan.config, run_dir, plan.resume_from, resume_force)
         try:
             return _fit(plan.config, run, list(callbacks), compute_loss)
+        except BaseException:
+            if not run.started and is_main_process():
+                remove_unstarted_run(run)  # a mistake found in setup leaves no folder
+            raise
         finally:
             run.close()
 
@@ -378,6 +384,7 @@ def _announce_start(config: Config, run: Run, state: TrainState, device: torch.d
     """Log where the run goes, and mark it unfinished at once, so `--resume auto` finds it
     even if it gets killed."""
     world_size = get_world_size()
+    run.started = True
     log.info("training %s on %s, run folder %s", config.name, device, run.directory)
     log.info(describe_batch(config, world_size))
     if not is_main_process():
@@ -389,6 +396,7 @@ def _announce_start(config: Config, run: Run, state: TrainState, device: torch.d
         {
             "status": "running",
             "run_dir": str(run.directory),
+            "working_folder": str(Path.cwd()),  # relative data paths start here
             "num_steps": state.step,
             "world_size": world_size,
         },
@@ -420,6 +428,7 @@ def _finish(
         ):
             summary["test"] = _test_best(config, run, built.parts, built.autocast)
             summary["final"].update(summary["test"])
+            _log_metrics(built.loggers, summary["test"], state)  # metrics.jsonl, TensorBoard
     except BaseException as error:
         failed = Stop(StopKind.FAILED, _describe_error(error))
         summary.update(status=failed.kind.status, stop=failed.to_dict())
@@ -557,6 +566,7 @@ def _summarize(
         "stop": stop.to_dict(),
         "stop_reason": stop.detail or None,  # kept for readers of summaries before `stop`
         "run_dir": str(run.directory),
+        "working_folder": str(Path.cwd()),
         "monitor": config.checkpoint.monitor,
         "mode": config.checkpoint.mode,
         "best": checkpointer.best,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from brickwork import registry
@@ -14,7 +16,7 @@ from brickwork.registry import register
 
 @register("loss", "cross_entropy")
 def cross_entropy(
-    label_smoothing: float = 0.0,
+    label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0,
     class_weights: Sequence[float] | str | None = None,
     train_targets: torch.Tensor | None = None,
     num_classes: int | None = None,

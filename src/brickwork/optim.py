@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
 
@@ -79,9 +80,9 @@ class WarmupCosine:
 def cosine(
     optimizer: Optimizer,
     horizon: Horizon,
-    warmup_steps: int = 0,
-    warmup_fraction: float = 0.0,
-    min_lr_ratio: float = 0.0,
+    warmup_steps: NonNegativeInt = 0,
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0,
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0,
 ) -> Schedule:
     """Cosine decay over the whole run, after `warmup_steps` (or a fraction of all steps)."""
     warmup = warmup_steps or round(warmup_fraction * horizon.total_steps)
@@ -91,7 +92,7 @@ def cosine(
 
 @register("scheduler", "step")
 def step(
-    optimizer: Optimizer, horizon: Horizon, step_size: int = 10, gamma: float = 0.1
+    optimizer: Optimizer, horizon: Horizon, step_size: PositiveInt = 10, gamma: PositiveFloat = 0.1
 ) -> Schedule:
     """Multiply the LR by `gamma` every `step_size` epochs."""
     return Schedule(StepLR(optimizer, step_size=step_size, gamma=gamma), "epoch")
@@ -101,10 +102,10 @@ def step(
 def onecycle(
     optimizer: Optimizer,
     horizon: Horizon,
-    max_lr: float | None = None,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
+    max_lr: PositiveFloat | None = None,
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3,
+    div_factor: PositiveFloat = 25.0,
+    final_div_factor: PositiveFloat = 1e4,
 ) -> Schedule:
     """Leslie Smith's one-cycle policy; `max_lr` defaults to the optimizer's LR."""
     peak = max_lr if max_lr is not None else [g["lr"] for g in optimizer.param_groups]
@@ -127,9 +128,9 @@ def reduce_on_plateau(
     horizon: Horizon,
     monitor: str = "val/loss",
     mode: Literal["min", "max"] = "min",
-    factor: float = 0.1,
-    patience: int = 3,
-    min_lr: float = 0.0,
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1,
+    patience: NonNegativeInt = 3,
+    min_lr: NonNegativeFloat = 0.0,
 ) -> Schedule:
     """Cut the LR by `factor` when `monitor` stops improving for `patience` validations."""
     scheduler = ReduceLROnPlateau(

@@ -152,6 +152,81 @@ def accepted_kwargs(factory: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, var_kw
 
 
+def check_kwarg_types(factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Check config values against the factory's annotations before anything is built.
+
+    Annotations are the declaration: `hidden_sizes: Sequence[PositiveInt]` or
+    `label_smoothing: Annotated[float, Field(ge=0, le=1)]` in a signature are enforced
+    here, so a user's registered component gets the same checks as a built-in, and a
+    mistake is one line instead of a failure deep inside torch. A boolean never passes
+    for a number (`batch_size: true` is not 1). Raises ValueError naming the key.
+    """
+    hints = _type_hints(factory)
+    for key, value in kwargs.items():
+        annotation = hints.get(key)
+        if annotation is None:
+            continue
+        if isinstance(value, bool) and not admits_bool(annotation):
+            raise KwargTypeError(key, value, "expected a number or text, got a boolean")
+        adapter = _adapter(annotation)
+        if adapter is None:
+            continue
+        from pydantic import ValidationError
+
+        try:
+            adapter.validate_python(value)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = "".join(f"[{p}]" for p in first["loc"] if isinstance(p, int))
+            raise KwargTypeError(key, value, _lower_first(first["msg"]), where) from None
+
+
+class KwargTypeError(ValueError):
+    """A component argument whose value does not fit the factory's annotation."""
+
+    def __init__(self, key: str, value: Any, message: str, where: str = "") -> None:
+        super().__init__(f"{key}{where}: {message}")
+        self.key, self.value, self.message, self.where = key, value, message, where
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:  # unresolvable forward references: nothing to check against
+        return {}
+
+
+def admits_bool(annotation: Any) -> bool:
+    """Whether a value typed `annotation` may be a boolean."""
+    import typing
+
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return admits_bool(typing.get_args(annotation)[0])
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        return any(admits_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _adapter(annotation: Any) -> Any:
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:  # a type pydantic cannot check (a Protocol, a torch class): skip
+        return None
+
+
+def _lower_first(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
 def import_project_modules(modules: Iterable[str], base_dir: Path | None = None) -> None:
     """Import the modules a config lists under `imports:` so their components register.
 

@@ -15,9 +15,11 @@ by a typo in `--run-dir`. Resuming reopens the folder it continues.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class Run:
     directory: Path
     resume_from: Path | None = None
     config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    created: bool = False  # made by this call: removed again if setup fails before step 1
+    started: bool = False  # the loop began: from here on the folder records the attempt
     _handler: logging.Handler | None = field(default=None, repr=False)
 
     @property
@@ -79,6 +83,7 @@ class TrainingPlan:
 
     config: Config
     resume_from: Path | None = None
+    restart_in: Path | None = None  # a run that failed before its first checkpoint: redo it
 
 
 def resolve_training(
@@ -97,6 +102,18 @@ def resolve_training(
     if str(resume) == "auto":
         resolved = _validated(config, overrides)
         return TrainingPlan(resolved, _find_auto_resume(resolved.name))
+    if resume is not None and is_restartable_run(Path(resume)):
+        # Nothing to continue: the run failed before its first checkpoint. Retrying the
+        # same command starts it over in its own folder instead of a dead end.
+        folder = Path(resume)
+        log.warning(
+            "--resume %s: the run stopped before its first checkpoint; "
+            "starting it again from step 0 in the same folder",
+            folder,
+        )
+        if config is None:
+            config = folder / "config.yaml"
+        return TrainingPlan(_validated(config, overrides), None, restart_in=folder)
     resume_from = resolve_checkpoint(Path(resume)) if resume is not None else None
     if config is None and resume_from is not None:
         config = run_dir_of(resume_from) / "config.yaml"
@@ -183,23 +200,25 @@ def open_run(
         run = Run(directory=directory, resume_from=resume_from, config_changes=changes)
         run._handler = _attach_log_file(directory / "train.log")
         return run
-    directory = Path(run_dir) if run_dir is not None else _new_run_dir(config.name)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ConfigError(
-            f"--run-dir {directory}: folder exists and is not empty; choose a new folder, "
-            f"or continue that run with --resume {directory}"
-        )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory, created = _claim_run_dir(config.name, run_dir)
+    except OSError as error:
+        raise ConfigError(
+            f"{run_dir or Path('runs') / config.name}: cannot write the run folder "
+            f"({error.strerror}); choose a writable --run-dir"
+        ) from None
+    try:
         write_atomically(
             directory / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
         )
     except OSError as error:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
         raise ConfigError(
             f"{directory}: cannot write the run folder ({error.strerror}); "
             "choose a writable --run-dir"
         ) from None
-    run = Run(directory=directory, resume_from=resume_from)
+    run = Run(directory=directory, resume_from=resume_from, created=created)
     run._handler = _attach_log_file(directory / "train.log")
     return run
 
@@ -214,6 +233,7 @@ MATH_NEUTRAL_KEYS = (
     "trainer.log_every_n_steps",
     "trainer.test_after_fit",
     "trainer.device",
+    "trainer.devices",  # the process count: the samples per step are compared instead
     "trainer.stop_signals",
     "trainer.on_nonfinite",
     "trainer.max_nonfinite_steps",
@@ -248,10 +268,21 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple
 
 
 def _per_step_batch(config: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """Compare batch sizes over all processes: 1 x 32 and 2 x 16 train the same."""
+    """Compare samples per optimizer step over all processes: 1 x 32, 2 x 16 and
+    1 x 16 accumulated twice train the same, so the process count may change freely.
+
+    With `data.global_batch_size` set, that is the step's batch and `data.batch_size`
+    only caps memory (the accumulation follows from it).
+    """
     data = dict(config.get("data") or {})
-    data["batch_size (all processes)"] = data.pop("batch_size", 0) * world_size
-    return {**config, "data": data}
+    trainer = dict(config.get("trainer") or {})
+    per_process = data.pop("batch_size", 0)
+    accumulate = trainer.pop("accumulate_grad_batches", 1)
+    global_batch = data.pop("global_batch_size", None)
+    if global_batch is None:
+        global_batch = per_process * accumulate * world_size
+    data["samples per step (all processes)"] = global_batch
+    return {**config, "data": data, "trainer": trainer}
 
 
 def _saved_world_size(directory: Path) -> int:
@@ -329,13 +360,98 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _new_run_dir(name: str) -> Path:
-    base = Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
-    candidate, suffix = base, 1
-    while candidate.exists():
-        suffix += 1
-        candidate = base.with_name(f"{base.name}-{suffix}")
-    return candidate
+def _claim_run_dir(name: str, run_dir: Path | str | None) -> tuple[Path, bool]:
+    """The folder a new run writes to, and whether this call created it.
+
+    `mkdir` without `exist_ok` is the claim: of two processes starting at the same
+    moment exactly one creates a given folder, and the other moves on to the next
+    name (or, for an explicit `--run-dir`, is refused). A folder left by a run that
+    failed before its first checkpoint is taken over, so the same command can retry.
+    """
+    if run_dir is None:
+        base = Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        candidate, suffix = base, 1
+        while True:
+            try:
+                candidate.mkdir()
+                return candidate, True
+            except FileExistsError:
+                suffix += 1
+                candidate = base.with_name(f"{base.name}-{suffix}")
+    directory = Path(run_dir)
+    if directory.is_dir() and not any(directory.iterdir()):
+        return directory, False
+    if is_restartable_run(directory) and _status_of(directory) != "running":
+        log.warning("%s: taking over a run that stopped before its first checkpoint", directory)
+        _clear_restartable_run(directory)
+        return directory, False
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        raise ConfigError(
+            f"--run-dir {directory}: folder exists and is not empty; choose a new folder, "
+            f"or continue that run with --resume {directory}"
+        ) from None
+    return directory, True
+
+
+# What brickwork writes into a run folder; a folder holding anything else is not taken over.
+_RUN_FILES = ("config.yaml", "train.log", "summary.json", "metrics.jsonl", "data.json")
+_RUN_FOLDERS = ("tb", "checkpoints")
+
+
+def is_restartable_run(directory: Path) -> bool:
+    """A run folder with no checkpoint at all: it failed (or was killed) before its first
+    save, so there is nothing to resume and nothing to lose by starting it over."""
+    if not (directory / "config.yaml").is_file():
+        return False
+    checkpoints = directory / "checkpoints"
+    if checkpoints.is_dir() and any(p.name != ".lock" for p in checkpoints.iterdir()):
+        return False
+    return all(_is_run_entry(entry) for entry in directory.iterdir())
+
+
+def _is_run_entry(entry: Path) -> bool:
+    if entry.is_dir() and not entry.is_symlink():
+        return entry.name in _RUN_FOLDERS
+    return entry.name in _RUN_FILES or (
+        entry.name.startswith("config.") and entry.suffix == ".yaml"
+    )
+
+
+def _clear_restartable_run(directory: Path) -> None:
+    """Remove what the failed attempt wrote; its `train.log` stays, and continues."""
+    for entry in directory.iterdir():
+        if entry.name == "train.log":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def remove_unstarted_run(run: Run) -> None:
+    """Setup failed before the first step: leave no half-made folder behind.
+
+    Only a folder this call created, holding only what brickwork writes, is removed.
+    """
+    if not run.created or not is_restartable_run(run.directory):
+        return
+    run.close()
+    shutil.rmtree(run.directory, ignore_errors=True)
+    if run.directory.parent.parent == Path("runs"):  # runs/<name>/ made for this run alone
+        with contextlib.suppress(OSError):
+            run.directory.parent.rmdir()  # only if empty
+
+
+def _status_of(directory: Path) -> str | None:
+    try:
+        status = json.loads((directory / "summary.json").read_text(encoding="utf-8"))["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(status)
 
 
 class _LogFileHandler(logging.FileHandler):

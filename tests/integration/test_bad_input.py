@@ -124,6 +124,103 @@ CASES: list[tuple[str, list[str], str]] = [
         "No space left on device",
     ),
 ]
+# Issue 9: each of these gave a traceback, trained on a silent default, or wrote over a
+# user's file before.
+TAB = ["data.name=tabular_csv", "data.target=kind", "model.name=mlp"]
+CASES += [
+    ("config-not-utf8", ["train", "{files}/latin.yaml"], "is not UTF-8 text"),
+    ("config-empty", ["train", "{files}/empty.yaml"], "the config file is empty"),
+    ("override-named-not-file", ["train", "trainer.max_epochs=-1"], "override trainer.max_epochs"),
+    ("betas-one-value", ["train", "optimizer.betas=[0.9]"], "optimizer.betas[1]"),
+    ("negative-hidden-size", ["train", "model.name=mlp", "model.hidden_sizes=[-5]"], "[0] = [-5]"),
+    ("huge-batch-size", ["train", "data.batch_size=100000000000000000000"], "data.batch_size"),
+    ("label-smoothing-2", ["train", "loss.label_smoothing=2"], "loss.label_smoothing = 2"),
+    ("batch-size-boolean", ["train", "data.batch_size=true"], "got a boolean"),
+    (
+        "negative-warmup",
+        ["train", "scheduler.name=cosine", "scheduler.warmup_steps=-10"],
+        "scheduler.warmup_steps = -10",
+    ),
+    ("dropout-one", ["train", "model.dropout=1.0"], "model.dropout = 1.0"),
+    (
+        "unknown-model-from-a-notebook",
+        ["train", "model.name=seed_linear"],
+        "listed under `imports:`",
+    ),
+    (
+        "pretrained-junk-safetensors",
+        ["train", "model.pretrained={files}/junk.safetensors"],
+        "not a readable safetensors",
+    ),
+    (
+        "pretrained-pickle-safetensors",
+        ["train", "model.pretrained={files}/pickle.safetensors"],
+        "is a pickle",
+    ),
+    ("pretrained-pickled-checkpoint", ["train", "model.pretrained={files}/ck"], "is a pickle"),
+    (
+        "pretrained-objects-pth",
+        ["train", "model.pretrained={files}/objects.pth"],
+        "refuses to unpickle",
+    ),
+    (
+        "unfreeze-matches-nothing",
+        ["train", "finetune.unfreeze=[{at_epoch: 40, modules: [featurs.*]}]"],
+        "'featurs.*' matches no parameter",
+    ),
+    (
+        "inspect-unfreeze-matches-nothing",
+        ["inspect", "finetune.unfreeze=[{at_epoch: 40, modules: [featurs.*]}]"],
+        "'featurs.*' matches no parameter",
+    ),
+    ("tabular-stray-text", ["train", *TAB, "data.csv={files}/na.csv"], "na_values"),
+    ("tabular-empty-label", ["train", *TAB, "data.csv={files}/nolabel.csv"], "kind is empty"),
+    (
+        "tabular-missing-error",
+        ["train", *TAB, "data.csv={files}/gap.csv", "data.missing=error"],
+        "data.missing is 'error'",
+    ),
+    (
+        "image-csv-missing-test-file",
+        [
+            "train",
+            "data.name=image_csv",
+            "data.csv={files}/img/train.csv",
+            "data.test_csv={files}/img/test.csv",
+            "data.image_size=8",
+        ],
+        "do not exist",
+    ),
+    (
+        "export-over-a-users-config",
+        ["export", "{finished}", "--output", "{files}/deploy/model.safetensors"],
+        "config.yaml: the file already exists",
+    ),
+    (
+        "predict-over-a-users-file",
+        ["predict", "{finished}", "--input", "{files}/images", "--output", "{files}/taken.csv"],
+        "the file already exists",
+    ),
+    (
+        "predict-model-override",
+        [
+            "predict",
+            "{finished}",
+            "model.channels=[4]",
+            "--input",
+            "{files}/images",
+            "--output",
+            "p.csv",
+        ],
+        "inference-time keys",
+    ),
+    (
+        "evaluate-optimizer-override",
+        ["evaluate", "{finished}", "optimizer.lr=1"],
+        "inference-time keys",
+    ),
+    ("evaluate-no-checkpoint-yet", ["evaluate", "{nocheckpoint}"], "saved no checkpoint"),
+]
 if not torch.cuda.is_available():
     CASES.append(("cuda-unavailable", ["train", "trainer.device=cuda"], "CUDA is not available"))
 try:
@@ -137,7 +234,7 @@ except ImportError:
 FIX_HINT = re.compile(
     r"did you mean|expected|valid keys|it takes|use |pass |set |fix |choose|drop |add |free |"
     r"upgrade|start a new|make the|check|should be|input should|must be|greater than|"
-    r"resume|install|outside|available|remove"
+    r"resume|install|outside|available|remove|save |fill |omit |list |refuses"
 )
 
 BAD_LABELS_MODULE = """
@@ -169,6 +266,29 @@ def _write_files(files: Path) -> None:
     (files / "bad_labels.yaml").write_text(
         "name: badlabels\nimports: [baddata]\ndata: {name: bad_labels}\nmodel: {name: mlp}\n"
     )
+    (files / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (files / "empty.yaml").write_text("")
+    (files / "junk.safetensors").write_bytes(b"not safetensors at all, just text")
+    torch.save({"w": torch.zeros(2)}, files / "pickle.safetensors")
+    (files / "ck").mkdir()
+    torch.save({"w": torch.zeros(2)}, files / "ck" / "model.safetensors")
+    torch.save({"w": torch.zeros(2), "path": Path("x")}, files / "objects.pth")
+    table = ["width,kind"] + [f"{i},{'ab'[i % 2]}" for i in range(12)]
+    (files / "na.csv").write_text("\n".join([*table[:5], "n/a,a", *table[5:]]) + "\n")
+    (files / "nolabel.csv").write_text("\n".join([*table, "3,"]) + "\n")
+    (files / "gap.csv").write_text("\n".join([*table, ",a"]) + "\n")
+    (files / "img").mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(files / "img" / f"{i}.png")
+    (files / "img" / "train.csv").write_text(
+        "image,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(4))
+    )
+    (files / "img" / "test.csv").write_text("image,label\n0.png,a\ngone.png,b\n")
+    (files / "deploy").mkdir()
+    (files / "deploy" / "config.yaml").write_text("my own config\n")
+    (files / "taken.csv").write_text("my results\n")
 
 
 def _make_runs(existing: Path) -> dict[str, Path]:
@@ -176,6 +296,9 @@ def _make_runs(existing: Path) -> dict[str, Path]:
     fit(overrides=[*FAST, "trainer.max_steps=3"], run_dir=runs["finished"])
     fit(overrides=FAST, run_dir=runs["stopped"], callbacks=[StopAtStep(3)])
     fit(overrides=[*FAST, "trainer.max_steps=2", "model.channels=[4,8]"], run_dir=runs["other"])
+    runs["nocheckpoint"] = existing / "nocheckpoint"
+    runs["nocheckpoint"].mkdir()
+    shutil.copy(runs["finished"] / "config.yaml", runs["nocheckpoint"] / "config.yaml")
     runs["truncated"], runs["newer"] = existing / "truncated", existing / "newer"
     shutil.copytree(runs["stopped"], runs["truncated"], symlinks=True)
     shutil.copytree(runs["stopped"], runs["newer"], symlinks=True)
@@ -213,7 +336,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
         with ThreadPoolExecutor(max_workers=3) as pool:
             results = dict(zip([c[0] for c in CASES], pool.map(run, CASES), strict=True))
-    return {"results": results, "before": before, "after": tree_digest(existing)}
+    return {
+        "results": results,
+        "before": before,
+        "after": tree_digest(existing),
+        "files": places["files"],
+        "half_made": sorted(str(p) for p in work.glob("runs/*/*")),
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -236,5 +365,10 @@ def test_bad_input_exits_2_with_one_fix_it_line(
 def test_bad_input_table_is_large_and_leaves_every_run_unchanged(
     outcomes: dict[str, object],
 ) -> None:
-    assert len(CASES) >= 30
+    assert len(CASES) >= 70
     assert outcomes["after"] == outcomes["before"]
+    assert outcomes["half_made"] == []  # no mistake left a run folder behind
+    files = outcomes["files"]
+    assert (files / "deploy" / "config.yaml").read_text() == "my own config\n"  # type: ignore[operator]
+    assert (files / "taken.csv").read_text() == "my results\n"  # type: ignore[operator]
+    assert sorted(p.name for p in (files / "deploy").iterdir()) == ["config.yaml"]  # type: ignore[operator]

@@ -238,3 +238,33 @@ def test_state_dict_on_one_rank_alone_runs_no_collective(tmp_path: Path) -> None
     result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
     assert result.returncode == 0, result.stderr[-2000:]
     assert summary(tmp_path / "run")["num_steps"] == 4
+
+
+def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(tmp_path: Path) -> None:
+    """2 -> 1 and 1 -> 2 processes through `trainer.devices`, as docs/distributed.md says."""
+    more = ["trainer.max_steps=24"]
+    check(run_cli(["train", *STEPS, "trainer.devices=2", "data.batch_size=16", "--run-dir", "two"]))
+    fit(None, overrides=[*STEPS, "data.batch_size=32"], run_dir=tmp_path / "one")  # in-process
+    check(run_cli(["train", *more, "trainer.devices=1", "data.batch_size=32", "--resume", "two"]))
+    check(run_cli(["train", *more, "trainer.devices=2", "data.batch_size=16", "--resume", "one"]))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert summary(one)["num_steps"] == summary(two)["num_steps"] == 24
+    assert (summary(one)["world_size"], summary(two)["world_size"]) == (2, 1)
+    assert_same_weights(weights(one), weights(two))
+    # A different global batch is still a change of the math.
+    refused = run_cli(["train", "trainer.max_steps=30", "trainer.devices=1", "--resume", "one"])
+    assert refused.returncode == 2
+    assert "samples per step (all processes) (32 -> 16)" in refused.stderr
+
+
+def test_resume_force_and_the_chosen_checkpoint_reach_the_launched_ranks() -> None:
+    from brickwork.cli import build_parser
+    from brickwork.cli.train import _argv
+
+    typed = ["train", "trainer.devices=2", "--resume", "r", "--resume-force"]
+    args = build_parser().parse_args(typed)
+    assert _argv(args) == typed[:]
+    chosen = Path("r/checkpoints/step-00000010")  # decided once, by the launching process
+    assert _argv(args, chosen)[-3:] == ["--resume", str(chosen), "--resume-force"]
+    auto = build_parser().parse_args(["train", "--resume", "auto"])
+    assert _argv(auto) == ["train"]  # nothing unfinished: every rank starts the same new run

@@ -37,7 +37,9 @@ def test_resume_refuses_a_config_that_changes_the_math(stopped_run: Path) -> Non
     with pytest.raises(ConfigError) as error:
         fit(resume=stopped_run, overrides=["data.batch_size=32", "optimizer.lr=0.1"])
     message = str(error.value)
-    assert "data.batch_size (all processes) (64 -> 32)" in message and "optimizer.lr" in message
+    assert (
+        "data.samples per step (all processes) (64 -> 32)" in message and "optimizer.lr" in message
+    )
     assert "--resume-force" in message
     assert tree_digest(stopped_run) == before
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+from pydantic import Field
 
+from brickwork import registry
 from brickwork.config import DEFAULT_CONFIG, apply_override, load_config
 from brickwork.errors import ConfigError
 
@@ -113,12 +116,16 @@ def test_override_without_equals_sign_is_explained() -> None:
         (["metrics=[acuracy]"], ["metrics[0].name = 'acuracy'", "did you mean `accuracy`"]),
     ],
 )
-def test_bad_values_name_key_value_and_fix(overrides: list[str], fragments: list[str]) -> None:
+def test_bad_values_name_the_override_key_value_and_fix(
+    overrides: list[str], fragments: list[str]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, overrides)
     message = str(caught.value)
     assert "\n" not in message
-    assert str(DEFAULT_CONFIG) in message
+    # The value was typed on the command line: the message names that, not a file.
+    assert message.startswith(f"override {overrides[-1]}: "), message
+    assert str(DEFAULT_CONFIG) not in message
     for fragment in fragments:
         assert fragment in message
 
@@ -130,3 +137,63 @@ def test_swapping_a_component_drops_the_old_ones_arguments() -> None:
     assert config.data.batch_size == 16
     swapped = load_config(None, ["scheduler.name=step", "scheduler.step_size=3"])
     assert swapped.scheduler is not None and swapped.scheduler.kwargs == {"step_size": 3}
+
+
+def test_a_bad_value_in_the_file_names_the_file_not_an_override(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("trainer:\n  max_epochs: -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, ["optimizer.lr=0.01"])
+    assert str(caught.value).startswith(f"{config}: trainer.max_epochs = -1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["optimizer.betas=[0.9]"], "optimizer.betas[1]"),
+        (["model.name=mlp", "model.hidden_sizes=[-5]"], "model.hidden_sizes[0] = [-5]"),
+        (["model.channels=[8,0]"], "model.channels[1] = [8, 0]"),
+        (["model.dropout=1.5"], "model.dropout = 1.5"),
+        (["loss.label_smoothing=2"], "loss.label_smoothing = 2"),
+        (["scheduler.name=cosine", "scheduler.warmup_steps=-10"], "scheduler.warmup_steps = -10"),
+        (["scheduler.name=step", "scheduler.step_size=0"], "scheduler.step_size = 0"),
+        (["model.name=mlp", "model.dropout=true"], "got a boolean"),
+        (["data.batch_size=true"], "data.batch_size = True: expected a number"),
+        (["data.batch_size=100000000000000000000"], "less than or equal to 2147483647"),
+        (["trainer.max_epochs=false"], "got a boolean"),
+    ],
+)
+def test_component_arguments_are_checked_against_the_factory_signature(
+    overrides: list[str], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, overrides)
+    assert fragment in str(caught.value)
+    assert str(caught.value).startswith("override ")
+
+
+def test_a_registered_components_annotations_are_enforced_for_free() -> None:
+    @registry.register("model", "test_annotated_probe_net")
+    def annotated_probe_net(
+        num_classes: int, width: Annotated[int, Field(ge=4, le=64)] = 8
+    ) -> object:
+        raise AssertionError("never built: the check comes first")
+
+    load_config(None, ["model.name=test_annotated_probe_net", "model.width=16"])
+    with pytest.raises(ConfigError, match=r"model.width = 2: input should be greater than or"):
+        load_config(None, ["model.name=test_annotated_probe_net", "model.width=2"])
+
+
+def test_an_empty_or_non_utf8_config_file_is_refused(tmp_path: Path) -> None:
+    empty, latin = tmp_path / "empty.yaml", tmp_path / "latin.yaml"
+    empty.write_text("")
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="the config file is empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match="is not UTF-8 text; save the file as UTF-8"):
+        load_config(latin)
+
+
+def test_an_unknown_component_says_how_to_make_a_notebook_registration_visible() -> None:
+    with pytest.raises(ConfigError, match="listed under `imports:`"):
+        load_config(None, ["model.name=seed_linear"])

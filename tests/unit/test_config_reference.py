@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brickwork.config_reference import reference_markdown, reference_rows
+from brickwork.config_reference import component_markdown, reference_markdown, reference_rows
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -21,3 +21,15 @@ def test_readme_reference_matches_the_schema() -> None:
     )
     end = text.index("<!-- config-reference:end -->")
     assert text[start:end] == reference_markdown(), "run `make docs` to regenerate the README"
+
+
+def test_readme_lists_every_built_in_models_and_datasets_arguments() -> None:
+    text = README.read_text()
+    start = text.index("<!-- component-reference:start -->\n")
+    end = text.index("<!-- component-reference:end -->")
+    table = component_markdown()
+    assert text[start + len("<!-- component-reference:start -->\n") : end] == table, (
+        "run `make docs` to regenerate the README"
+    )
+    assert "| model `mlp` | `hidden_sizes` | list of int > 0 |" in table
+    assert "| dataset `tabular_csv` | `missing` | 'mean' or 'median' or 'error' | `mean` |" in table

@@ -193,3 +193,89 @@ def test_weighted_sampler_balances_classes_and_is_seeded_per_epoch() -> None:
     assert list(again) == first[40:]
     sampler.set_epoch(3)
     assert sampler.indices() != first
+
+
+def _numeric_table(tmp_path: Path, cell: str = "n/a", label: str = "big") -> Path:
+    rows = [
+        f"{i if i != 7 else cell},{'red' if i % 2 else 'blue'},{'big' if i > 9 else 'small'}"
+        for i in range(20)
+    ]
+    rows[3] = rows[3].rsplit(",", 1)[0] + f",{label}"
+    return _write_csv(tmp_path / "t.csv", "size,colour,label", rows)
+
+
+def test_tabular_csv_refuses_a_stray_text_cell_in_a_numeric_column(tmp_path: Path) -> None:
+    csv = _numeric_table(tmp_path)
+    with pytest.raises(
+        DataError, match=r"column 'size' is numeric but rows 9 hold 'n/a'.*na_values"
+    ):
+        build_tabular_csv(str(csv), target="label")
+    bundle = build_tabular_csv(str(csv), target="label", na_values=["n/a"])
+    assert bundle.extra["feature_names"][0] == "size"  # still one numeric column, not 20 levels
+
+
+def test_tabular_csv_refuses_an_empty_label(tmp_path: Path) -> None:
+    csv = _numeric_table(tmp_path, cell="7", label="")
+    with pytest.raises(DataError, match=r"row 5: label is empty; fill in the label"):
+        build_tabular_csv(str(csv), target="label")
+
+
+def test_tabular_csv_fills_missing_cells_as_chosen_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = _numeric_table(tmp_path, cell="")
+    with caplog.at_level("INFO", logger="brickwork"):
+        bundle = build_tabular_csv(str(csv), target="label", missing="median", test_fraction=0)
+    assert "size: 1 empty cell(s) in training filled with the median" in caplog.text
+    fitted = bundle.extra["fitted"]
+    assert fitted["fill"]["size"] != fitted["numeric"]["size"][0]  # the median, not the mean
+    with pytest.raises(DataError, match=r"row 9: size is empty .*data.missing is 'error'"):
+        build_tabular_csv(str(csv), target="label", missing="error")
+
+
+def test_tabular_csv_warns_with_a_count_of_unseen_categories_at_predict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = _numeric_table(tmp_path, cell="7")
+    bundle = build_tabular_csv(str(csv), target="label", id_column="colour")
+    new = _write_csv(tmp_path / "new.csv", "size,colour", ["1,green", "2,green", "3,red"])
+    assert bundle.load_unlabeled is not None
+    with caplog.at_level("WARNING", logger="brickwork"):
+        _, names = bundle.load_unlabeled(new)
+    assert "2 row(s) hold a colour category training never saw" in caplog.text
+    assert names == ["green", "green", "red"]  # the chosen id column names each row
+
+
+def test_text_csv_gives_nfc_and_nfd_forms_of_a_sentence_the_same_tokens(tmp_path: Path) -> None:
+    import unicodedata
+
+    sentence = "한국어 공부 노트"
+    rows = [f"{sentence} {i},ko" for i in range(6)] + [f"english notes {i},en" for i in range(6)]
+    csv = _write_csv(tmp_path / "x.csv", "text,label", rows)
+    new = _write_csv(
+        tmp_path / "new.csv",
+        "text",
+        [unicodedata.normalize("NFC", sentence), unicodedata.normalize("NFD", sentence)],
+    )
+    for form, same in (("NFC", True), (None, False)):
+        bundle = build_text_csv(str(csv), tokenizer="characters", unicode_normalization=form)
+        assert bundle.load_unlabeled is not None
+        dataset, names = bundle.load_unlabeled(new)
+        assert names[0] == unicodedata.normalize("NFC", sentence)  # each row named by its text
+        assert torch.equal(dataset[0][0], dataset[1][0]) is same
+
+
+def test_image_csv_finds_a_missing_val_or_test_file_before_training(tmp_path: Path) -> None:
+    files = write_images(tmp_path / "images", {"x": 3, "y": 3})
+    rows = [f"{p.relative_to(tmp_path / 'images')},{p.parent.name}" for p in files]
+    train = _write_csv(tmp_path / "train.csv", "image,label", rows)
+    test = _write_csv(tmp_path / "test.csv", "image,label", [rows[0], "x/gone.png,x"])
+    root = str(tmp_path / "images")
+    with pytest.raises(
+        DataError, match=r"test.csv: 1 listed image file\(s\) do not exist \(rows 3"
+    ):
+        build_image_csv(str(train), root=root, image_size=16, test_csv=str(test))
+    skipping = build_image_csv(
+        str(train), root=root, image_size=16, test_csv=str(test), on_bad_image="skip"
+    )
+    assert len(skipping.test) == 1  # type: ignore[arg-type]

@@ -87,8 +87,30 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
 
 def test_pickled_objects_are_refused_by_weights_only_loading(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": object()}, tmp_path / "evil.pth")
-    with pytest.raises(ConfigError, match=r"weights_only=True"):
+    with pytest.raises(ConfigError, match=r"refuses to unpickle") as caught:
         build_model(ModelConfig(name="cnn", pretrained=str(tmp_path / "evil.pth")), FACTS)
+    assert "weights_only` set to `False" not in str(caught.value)  # torch's unsafe advice
+    assert "\x1b[" not in str(caught.value)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_rgb_pretrained_first_conv_is_adapted_to_other_input_channels(
+    tmp_path: Path, channels: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, state = _timm_weights(tmp_path, ".safetensors")
+    caplog.set_level(logging.INFO, logger="brickwork")
+    facts = DataBundle(train=[], val=[], num_classes=3, input_shape=(channels, 32, 32))
+    model = build_model(ModelConfig(name="timm/test_resnet", pretrained=str(path)), facts)
+    own = model.state_dict()
+    (first,) = [k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3]
+    expected = (
+        state[first].sum(1, keepdim=True)
+        if channels == 1
+        else state[first].repeat(1, 2, 1, 1)[:, :channels] * (3 / channels)
+    )
+    torch.testing.assert_close(own[first], expected)
+    assert f"{first} adapted from 3 (RGB) input channels" in caplog.text
+    assert "WARNING" not in caplog.text  # not skipped, not left random
 
 
 def test_zoo_names_resolve_with_data_facts_and_typos_get_suggestions() -> None:

@@ -72,11 +72,19 @@ def _log_warnings_to_stderr() -> None:
     log = logging.getLogger("brickwork")
     if not any(getattr(h, "_brickwork_console", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setLevel(logging.WARNING)
-        handler.setFormatter(logging.Formatter("brickwork: %(levelname)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        # Warnings, plus the few facts a user must see (`extra={"console": True}`).
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or getattr(r, "console", False))
+        handler.setFormatter(_ConsoleFormatter())
         handler._brickwork_console = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
+        return f"brickwork: {level}{record.getMessage()}"
 
 
 def _version() -> str:

@@ -57,14 +57,16 @@ def run(args: argparse.Namespace) -> int:
     from brickwork.cli.launch import launch_processes, should_launch
 
     if should_launch(plan.config.trainer):
-        return launch_processes(plan.config.trainer.devices, _argv(args))
+        return launch_processes(
+            plan.config.trainer.devices, _argv(args, plan.resume_from, plan.restart_in)
+        )
 
     from brickwork.loop import fit
     from brickwork.stop import StopKind
 
     summary = fit(
         plan.config,
-        run_dir=args.run_dir,
+        run_dir=args.run_dir if args.run_dir is not None else plan.restart_in,
         resume=plan.resume_from,
         resume_force=args.resume_force,
     )
@@ -78,13 +80,23 @@ def split_config_and_overrides(values: list[str]) -> tuple[Path | None, list[str
     return None, values
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    """The command line each launched rank runs (the same one, minus the launch)."""
+def _argv(
+    args: argparse.Namespace, resume_from: Path | None = None, restart_in: Path | None = None
+) -> list[str]:
+    """The command line each launched rank runs (the same one, minus the launch).
+
+    The ranks get the checkpoint this process already chose, so `--resume auto` and a
+    fallback from a corrupt `last` are decided (and reported) once, not once per rank.
+    """
     argv = ["train", *args.args]
     if args.run_dir is not None:
         argv += ["--run-dir", str(args.run_dir)]
-    if args.resume is not None:
+    elif restart_in is not None:
+        argv += ["--run-dir", str(restart_in)]
+    if args.resume is not None and resume_from is not None:
+        argv += ["--resume", str(resume_from)]
+    elif args.resume is not None and restart_in is None and args.resume != "auto":
         argv += ["--resume", str(args.resume)]
-    if args.resume_force:
+    if args.resume_force and "--resume" in argv:
         argv.append("--resume-force")
     return argv

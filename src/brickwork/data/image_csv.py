@@ -18,6 +18,7 @@ error naming the file and row.
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from brickwork.data.split import assemble_splits
 from brickwork.data.transforms import TransformSpec
 from brickwork.errors import DataError
 from brickwork.registry import register
+
+log = logging.getLogger("brickwork")
 
 
 @register("dataset", "image_csv")
@@ -68,9 +71,11 @@ def build_image_csv(
 
     def read_file(split: str, path: Path) -> list[Item]:
         other = read_csv_columns(path, [path_column, label_column], f"{split}_csv")
-        return _items(other, base, label_names, path, path_column, label_column)
+        items = _items(other, base, label_names, path, path_column, label_column)
+        return check_files_exist(items, path, on_bad_image == "skip")
 
     train = _items(rows, base, label_names, Path(csv), path_column, label_column)
+    train = check_files_exist(train, Path(csv), on_bad_image == "skip")
     sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
     splits = assemble_splits(train, sources, seed, read_file)
 
@@ -116,7 +121,12 @@ def sorted_labels(values: list[str]) -> list[str]:
 
 
 def label_index(value: str, label_names: list[str], path: Path, row: int, column: str) -> int:
-    """The index of `value`; an unseen label is a DataError naming file, row and column."""
+    """The index of `value`; an unseen or empty label is a DataError naming file, row and column."""
+    if not value.strip():
+        raise DataError(
+            f"{path}: row {row}: {column} is empty; fill in the label or remove the row "
+            "(an empty cell is not a class)"
+        )
     try:
         return label_names.index(value)
     except ValueError:
@@ -142,6 +152,26 @@ def _items(
         )
         for number, row in enumerate(rows, start=2)  # row 1 is the header
     ]
+
+
+def check_files_exist(items: list[Item], csv_path: Path, skip: bool) -> list[Item]:
+    """Stat every listed file before training (images decode lazily, later): a missing
+    file in a val or test CSV must not surface after a full training epoch.
+
+    With `on_bad_image: skip` the missing ones are dropped with a warning that counts them.
+    """
+    present = [item for item in items if item[0].is_file()]
+    if len(present) == len(items):
+        return items
+    missing = [(row, item[0]) for row, item in enumerate(items, start=2) if not item[0].is_file()]
+    if skip:
+        log.warning("%s: skipped %d rows whose image file is missing", csv_path, len(missing))
+        return present
+    rows = ", ".join(str(row) for row, _ in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    raise DataError(
+        f"{csv_path}: {len(missing)} listed image file(s) do not exist (rows {rows}; "
+        f"e.g. {missing[0][1]}); fix the paths or data.root, or set data.on_bad_image: skip"
+    )
 
 
 def _resolve(base: Path, value: str, csv_path: Path) -> Path:

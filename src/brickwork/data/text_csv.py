@@ -22,10 +22,11 @@ longest sequence in the batch by `pad_collate`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -54,16 +55,25 @@ def build_text_csv(
     test_csv: str | None = None,
     val_fraction: float = 0.15,
     test_fraction: float = 0.0,
+    unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = "NFC",
     seed: int = 42,
 ) -> DataBundle:
-    """Token-id sequences and labels; vocabulary from the training split."""
+    """Token-id sequences and labels; vocabulary from the training split.
+
+    Text is Unicode-normalised first (NFC by default), so the same sentence typed on
+    another system (Korean or accented letters composed or not) gets the same tokens.
+    """
+    normal = _normalizer(unicode_normalization)
     columns = [text_column, label_column]
     rows = read_csv_columns(Path(csv), columns, "csv")
     label_names = sorted_labels([row[label_column] for row in rows])
 
     def labelled(rows: list[dict[str, str]], path: Path) -> list[tuple[str, int]]:
         return [
-            (r[text_column], label_index(r[label_column], label_names, path, i + 2, label_column))
+            (
+                normal(r[text_column]),
+                label_index(r[label_column], label_names, path, i + 2, label_column),
+            )
             for i, r in enumerate(rows)
         ]
 
@@ -83,8 +93,10 @@ def build_text_csv(
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
         new_rows = read_csv_columns(Path(path), [text_column], "--input")
-        encoded = [encode(r[text_column]) for r in new_rows]
-        return TokenSequences(encoded, None), [str(i) for i in range(len(new_rows))]
+        encoded = [encode(normal(r[text_column])) for r in new_rows]
+        return TokenSequences(encoded, None), [
+            r[text_column] for r in new_rows
+        ]  # the text names it
 
     return DataBundle(
         train=dataset("train"),
@@ -160,6 +172,12 @@ def build_encoder(
         return torch.tensor(encoded, dtype=torch.long)
 
     return encode, vocabulary, len(vocabulary)
+
+
+def _normalizer(form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None) -> Callable[[str], str]:
+    if form is None:
+        return lambda text: text
+    return lambda text: unicodedata.normalize(form, text)
 
 
 def _splitter(tokenizer: str) -> Callable[[str], list[str]]:

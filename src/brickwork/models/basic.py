@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from brickwork.registry import register
+
+# A dropout rate: 1.0 would zero every activation.
+Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 @register("model", "mlp")
@@ -22,8 +27,8 @@ class MLP(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        hidden_sizes: Sequence[int] = (128, 64),
-        dropout: float = 0.1,
+        hidden_sizes: Sequence[PositiveInt] = (128, 64),
+        dropout: Probability = 0.1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
@@ -51,8 +56,8 @@ class SmallCNN(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        channels: Sequence[int] = (32, 64),
-        dropout: float = 0.2,
+        channels: Sequence[PositiveInt] = (32, 64),
+        dropout: Probability = 0.2,
     ) -> None:
         super().__init__()
         stages: list[nn.Module] = []

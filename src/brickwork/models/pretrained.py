@@ -13,6 +13,8 @@ warning, as are missing and unexpected keys. Nothing matching at all is an error
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     head_mismatch: list[str] = field(default_factory=list)
     shape_mismatch: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)  # first convs fitted to the input channels
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -49,9 +52,13 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             "(or a brickwork checkpoint folder)"
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from brickwork.checkpoint import load_tensors
+        from brickwork.errors import CheckpointError
 
-        return load_file(str(path))
+        try:  # refuses a pickle under a .safetensors name unread
+            return load_tensors(path)
+        except CheckpointError as error:
+            raise ConfigError(f"model.pretrained = '{path}': {_after_path(error, path)}") from None
     if path.suffix not in _TORCH_SUFFIXES:
         raise ConfigError(
             f"model.pretrained = '{path}': unknown weights format '{path.suffix}'; "
@@ -59,11 +66,17 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle refusals and corrupt files alike
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    except pickle.UnpicklingError:
+        # torch's own text goes on to explain how to load it unsafely: not quoted here.
         raise ConfigError(
-            f"model.pretrained = '{path}': cannot read it with torch.load(weights_only=True) "
-            f"({first}); save a plain state_dict, or convert it to .safetensors"
+            f"model.pretrained = '{path}': it holds Python objects besides tensors, which "
+            "brickwork refuses to unpickle (that could run code); save model.state_dict() "
+            "from code you trust, or convert the weights to .safetensors"
+        ) from None
+    except Exception as error:  # a truncated or corrupt file
+        raise ConfigError(
+            f"model.pretrained = '{path}': not a readable weights file "
+            f"({_plain(str(error))[:160]}); save a plain state_dict, or use .safetensors"
         ) from None
     return _unwrap(loaded, path)
 
@@ -84,6 +97,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     report = LoadReport()
     usable: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
+        if key in own and own[key].shape != tensor.shape:
+            tensor = _adapt_input_conv(key, tensor, own[key].shape, report)
         if key not in own:
             report.unexpected.append(key)
         elif own[key].shape != tensor.shape:
@@ -102,6 +117,36 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     report.missing = [k for k in own if k not in usable and k not in report.head_mismatch]
     _log_report(report, path)
     return report
+
+
+def _adapt_input_conv(
+    key: str, weight: torch.Tensor, wanted: torch.Size, report: LoadReport
+) -> torch.Tensor:
+    """A first convolution trained on RGB, for a model with other input channels: as timm's
+    `adapt_input_conv`, sum the filters over RGB for one channel, or repeat them (scaled
+    to keep the activation size) for more. Anything else is returned unchanged."""
+    if weight.ndim != 4 or len(wanted) != 4 or weight.shape[0] != wanted[0]:
+        return weight
+    if weight.shape[2:] != wanted[2:] or weight.shape[1] != 3 or wanted[1] == 3:
+        return weight
+    channels = wanted[1]
+    if channels == 1:
+        adapted = weight.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-channels // 3)
+        adapted = weight.repeat(1, repeats, 1, 1)[:, :channels] * (3 / channels)
+    report.adapted.append(key)
+    return adapted
+
+
+def _after_path(error: Exception, path: Path) -> str:
+    return str(error).removeprefix(f"{path}: ")
+
+
+def _plain(text: str) -> str:
+    """The first line of a library's message, without terminal colour codes."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", first).split(". ")[0]
 
 
 def _head_prefixes(model: nn.Module, find_head: object) -> list[str]:
@@ -132,12 +177,21 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _log_report(report: LoadReport, path: str | Path) -> None:
-    log.info("pretrained: loaded %d tensors from %s", len(report.loaded), path)
+    shown = {"console": True}  # the user needs these on the console, not only in train.log
+    log.info("pretrained: loaded %d tensors from %s", len(report.loaded), path, extra=shown)
     if report.head_mismatch:
         log.info(
             "pretrained: classifier head not loaded, its shape differs as expected for a new "
             "class count (%s); it starts freshly initialised",
             _shorten(report.head_mismatch),
+            extra=shown,
+        )
+    if report.adapted:
+        log.info(
+            "pretrained: %s adapted from 3 (RGB) input channels to the data's channels "
+            "(summed for 1, repeated and scaled for more), as timm does",
+            _shorten(report.adapted),
+            extra=shown,
         )
     if report.shape_mismatch:
         log.warning(

@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from brickwork.models.basic import Probability
 from brickwork.registry import register
 
 TextBatch = dict[str, torch.Tensor] | torch.Tensor
@@ -35,12 +37,12 @@ class TextRNN(nn.Module):
         self,
         vocab_size: int,
         num_classes: int,
-        embedding_dim: int = 64,
-        hidden_size: int = 64,
+        embedding_dim: PositiveInt = 64,
+        hidden_size: PositiveInt = 64,
         cell: Literal["gru", "lstm"] = "gru",
-        num_layers: int = 1,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = True,
-        dropout: float = 0.1,
+        dropout: Probability = 0.1,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
@@ -83,11 +85,11 @@ class TextTransformer(nn.Module):
         self,
         vocab_size: int,
         num_classes: int,
-        dim: int = 64,
-        num_heads: int = 4,
-        num_layers: int = 2,
-        max_length: int = 512,
-        dropout: float = 0.1,
+        dim: PositiveInt = 64,
+        num_heads: PositiveInt = 4,
+        num_layers: PositiveInt = 2,
+        max_length: PositiveInt = 512,
+        dropout: Probability = 0.1,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
