@@ -96,9 +96,15 @@ def _settings(args: argparse.Namespace, config_path: Path | None, overrides: lis
     sampler = args.sampler or tune.sampler or ("grid" if space.is_grid else "tpe")
     pruner = args.pruner or tune.pruner
     _check_engine(engine, sampler, pruner)
-    num_trials = args.trials or tune.num_trials
-    if num_trials is None:
-        num_trials = space.grid_size() if sampler == "grid" else DEFAULT_NUM_TRIALS
+    num_trials = args.trials or tune.num_trials or DEFAULT_NUM_TRIALS
+    if sampler == "grid":
+        ranges = [p.key for p in space.params if not p.is_categorical]
+        if ranges:
+            raise ConfigError(
+                f"--sampler grid: {', '.join(ranges)} is a range; a grid needs a list of "
+                "values (or {choice: [...]}) for every key, or use --sampler tpe"
+            )
+        num_trials = min(args.trials or tune.num_trials or space.grid_size(), space.grid_size())
     settings = StudySettings(
         engine=engine,
         config=str(config_path.resolve()) if config_path else None,

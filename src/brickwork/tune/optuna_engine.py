@@ -16,6 +16,7 @@ parameters; the re-run continues the dead trial's run folder from its last check
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import socket
@@ -54,6 +55,8 @@ def run_worker(folder: StudyFolder, worker: int = 0) -> None:
     deadline = None if settings.timeout_s is None else time.monotonic() + settings.timeout_s
     while True:
         with _ask_lock(folder):
+            if settings.sampler == "grid" and not study.get_trials(deepcopy=False):
+                queue_grid(study, space)
             requeue_interrupted(study)
             if _budget_spent(study, settings) or _gave_up(study):
                 return
@@ -88,16 +91,7 @@ def build_sampler(settings: StudySettings, worker: int = 0) -> Any:
     import optuna
 
     seed = settings.seed + 1000 * worker + int(time.time()) % 1000 * (worker > 0)
-    space = settings.search_space
-    if settings.sampler == "grid":
-        ranges = [p.key for p in space.params if not p.is_categorical]
-        if ranges:
-            raise ConfigError(
-                f"--sampler grid: {', '.join(ranges)} is a range; a grid needs a list of "
-                "values (or {choice: [...]}) for every key, or use --sampler tpe"
-            )
-        return optuna.samplers.GridSampler({p.key: p.labels for p in space.params}, seed=seed)
-    if settings.sampler == "random":
+    if settings.sampler in ("random", "grid"):  # a grid's points are all queued up front
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "cmaes":
         try:
@@ -111,11 +105,28 @@ def build_sampler(settings: StudySettings, worker: int = 0) -> Any:
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def queue_grid(study: Any, space: SearchSpace) -> None:
+    """Every point of the grid, queued once: the study walks exactly the grid.
+
+    (Optuna's GridSampler stops the study from inside `optimize`, which the ask-and-tell
+    loop here, shared by several workers, does not use.)
+    """
+    ranges = [p.key for p in space.params if not p.is_categorical]
+    if ranges:
+        raise ConfigError(
+            f"--sampler grid: {', '.join(ranges)} is a range; a grid needs a list of "
+            "values (or {choice: [...]}) for every key, or use --sampler tpe"
+        )
+    keys = [p.key for p in space.params]
+    for point in itertools.product(*(p.labels for p in space.params)):
+        study.enqueue_trial(dict(zip(keys, point, strict=True)))
+
+
 def build_pruner(settings: StudySettings) -> Any:
     import optuna
 
     if settings.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if settings.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     if settings.pruner == "asha":
