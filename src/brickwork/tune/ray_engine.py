@@ -32,7 +32,13 @@ from brickwork.errors import ConfigError
 from brickwork.files import write_atomically
 from brickwork.stop import StopKind
 from brickwork.tune.space import SearchSpace
-from brickwork.tune.study import StudyFolder, StudySettings, TrialRecord, read_num_epochs
+from brickwork.tune.study import (
+    StudyFolder,
+    StudySettings,
+    TrialRecord,
+    TrialState,
+    read_num_epochs,
+)
 from brickwork.tune.trial import TrialReporter, describe_failure
 
 OBJECTIVE = "objective"  # the key trials report; Ray flattens keys with "/" in them
@@ -74,7 +80,7 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )
-        grid = tuner.fit()
+        grid: Any = tuner.fit()
         return [
             _record_of(number, result, space, folder, settings.mode)
             for number, result in enumerate(grid)
@@ -303,7 +309,9 @@ def _record_of(
     values = [] if history is None or OBJECTIVE not in history else list(history[OBJECTIVE])
     value = (max(values) if mode == "max" else min(values)) if values else None
     status = _status_of(run_dir)
-    state = "failed" if result.error else ("complete" if status == "completed" else "pruned")
+    state: TrialState = "complete" if status == "completed" else "pruned"
+    if result.error:
+        state = "failed"
     labels = {p.key: result.config[p.key] for p in space.params if p.key in (result.config or {})}
     return TrialRecord(
         number=number,
