@@ -99,8 +99,7 @@ DESCRIPTIONS: dict[str, str] = {
     "tune.timeout_s": "start no new trial after this many seconds",
     "tune.sampler": "tpe, random, grid, cmaes, bohb (Ray); null: grid when every key is a "
     "list, else tpe",
-    "tune.pruner": "stop hopeless trials at a validation: none, median, hyperband, asha, "
-    "pbt (Ray)",
+    "tune.pruner": "stop hopeless trials at a validation: none, median, hyperband, asha, pbt (Ray)",
 }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -98,6 +99,10 @@ def start_ray(folder: StudyFolder, settings: StudySettings) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return
+    # Token auth with a token that lives in this process's environment only: Ray would
+    # otherwise generate one and write it to ~/.ray/auth_token.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     ray.init(
         num_cpus=max(1, settings.workers),
         include_dashboard=False,
