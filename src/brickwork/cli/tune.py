@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--address", help="ray: join this cluster (ray://host:10001 or host:port)")
     parser.add_argument("--resources-per-trial", help="ray: e.g. cpu=2,gpu=0.5 (default cpu=1)")
+    parser.add_argument(
+        "--perturbation-interval-steps",
+        type=int,
+        default=100,
+        help="ray pbt: optimizer steps between exploit/explore decisions (default 100)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,8 +124,16 @@ def _settings(args: argparse.Namespace, config_path: Path | None, overrides: lis
         pruner=pruner,
         workers=args.workers,
         seed=base.seed,
-        ray={"address": args.address, "resources": parse_resources(args.resources_per_trial)},
+        ray={
+            "address": args.address,
+            "resources": parse_resources(args.resources_per_trial),
+            "perturbation_interval_steps": args.perturbation_interval_steps,
+        },
     )
+    if engine == "ray":
+        from brickwork.tune.ray_engine import check_ray_settings
+
+        check_ray_settings(settings)
     return settings, base.name
 
 

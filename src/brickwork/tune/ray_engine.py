@@ -50,6 +50,7 @@ PBT_KEYS = ("optimizer.lr", "optimizer.weight_decay")
 
 def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRecord]:
     """Run the study on Ray (local, or the cluster at `--address`); the trials as records."""
+    _prepare_environment(settings)  # read by Ray when it is imported
     try:
         import ray
         from ray import tune
@@ -58,7 +59,7 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
             "--engine ray needs Ray Tune: pip install 'brickwork[ray]', or drop --engine ray"
         ) from None
     space = settings.search_space
-    _check_space_for(settings, space)
+    check_ray_settings(settings)
     start_ray(folder, settings)
     try:
         tuner = tune.Tuner(
@@ -94,15 +95,10 @@ def start_ray(folder: StudyFolder, settings: StudySettings) -> None:
     """Join `--address`, or start a local Ray bound to 127.0.0.1 with its files in the study."""
     import ray
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     address = settings.ray.get("address")
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return
-    # Token auth with a token that lives in this process's environment only: Ray would
-    # otherwise generate one and write it to ~/.ray/auth_token.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     ray.init(
         num_cpus=max(1, settings.workers),
         include_dashboard=False,
@@ -111,6 +107,15 @@ def start_ray(folder: StudyFolder, settings: StudySettings) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+
+
+def _prepare_environment(settings: StudySettings) -> None:
+    """Usage statistics off; for a local Ray, token auth with a token that lives in this
+    process's environment only (Ray would otherwise write one to ~/.ray/auth_token)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if not settings.ray.get("address"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 def _temp_dir(folder: StudyFolder) -> str:
@@ -236,9 +241,22 @@ def _needs_checkpoints(settings: StudySettings) -> bool:
     return settings.pruner in ("pbt", "hyperband") or settings.sampler == "bohb"
 
 
-def _check_space_for(settings: StudySettings, space: SearchSpace) -> None:
+def check_ray_settings(settings: StudySettings) -> None:
+    """Before the study folder exists: what PBT and BOHB need (checkpoints, resumable keys)."""
+    if not _needs_checkpoints(settings):
+        return
+    checkpoint = settings.trial_config([]).checkpoint
+    if not checkpoint.save_last or checkpoint.every_n_epochs != 1:
+        chosen = "--sampler bohb" if settings.sampler == "bohb" else f"--pruner {settings.pruner}"
+        raise ConfigError(
+            f"{chosen} pauses and resumes trials from their checkpoints, but "
+            f"checkpoint.save_last={checkpoint.save_last}, checkpoint.every_n_epochs="
+            f"{checkpoint.every_n_epochs}; set checkpoint.save_last=true "
+            "checkpoint.every_n_epochs=1, or use --pruner asha"
+        )
     if settings.pruner != "pbt":
         return
+    space = settings.search_space
     moved = [p.key for p in space.params if p.key not in PBT_KEYS]
     if moved:
         raise ConfigError(
