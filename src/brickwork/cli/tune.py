@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue the study in --study-dir (same command)"
     )
     parser.add_argument("--address", help="ray: join this cluster (ray://host:10001 or host:port)")
+    parser.add_argument("--run-trial", type=int, help=argparse.SUPPRESS)  # one rank of a trial
     parser.add_argument("--resources-per-trial", help="ray: e.g. cpu=2,gpu=0.5 (default cpu=1)")
     parser.add_argument(
         "--perturbation-interval-steps",
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from brickwork.cli.train import split_config_and_overrides
     from brickwork.errors import ConfigError
 
+    if args.run_trial is not None:  # started by a worker through torchrun
+        from brickwork.tune.optuna_engine import run_launched_rank
+        from brickwork.tune.study import StudyFolder
+
+        return run_launched_rank(StudyFolder(args.study_dir), args.run_trial)
     config_path, overrides = split_config_and_overrides(args.args)
     if config_path is not None and not config_path.is_file():
         raise ConfigError(f"{config_path}: config file not found; pass the path to a YAML file")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from brickwork.checkpoint import resolve_checkpoint
+from brickwork.cli.launch import should_launch
 from brickwork.errors import CheckpointError, ConfigError
 from brickwork.stop import StopKind
 from brickwork.tune.report import best_trial, format_trial_line, print_trial_line
@@ -201,6 +203,7 @@ def _run_one(
     overrides = space.to_overrides(labels)
     run_dir, resume_from = _trial_folder(study, trial, folder)
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("resume_from", str(resume_from) if resume_from else None)
 
     def judge(value: float, epoch: int) -> bool:
         trial.report(value, epoch)
@@ -209,7 +212,11 @@ def _run_one(
     reporter = TrialReporter(settings.metric, settings.mode, judge)
     try:
         config = settings.trial_config(overrides)
-        summary = run_trial(config, run_dir, resume_from, [reporter])
+        if should_launch(config.trainer):
+            summary = _run_launched(folder, trial.number, config.trainer.devices, run_dir)
+            reporter.best = _best_reported(study.trials[trial.number], settings.mode)
+        else:
+            summary = run_trial(config, run_dir, resume_from, [reporter])
     except Exception as error:
         trial.set_user_attr("reason", describe_failure(error))
         study.tell(trial, state=TrialState.FAIL)
@@ -229,6 +236,58 @@ def _run_one(
     else:
         study.tell(trial, reporter.best)
     return _record_of(study.trials[trial.number], space, time.monotonic() - started)
+
+
+def run_launched_rank(folder: StudyFolder, number: int) -> int:
+    """One rank of a trial with `trainer.devices` > 1 (under torchrun, started by a worker).
+
+    Every rank trains; only rank 0 talks to the study (the journal file is safe for that),
+    and the loop's stop agreement carries its prune decision to the other ranks.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = folder.load()
+    study = open_study(folder, settings)
+    frozen = study.trials[number]
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+    run_dir = Path(frozen.user_attrs["run_dir"])
+    resume_from = (
+        Path(frozen.user_attrs["resume_from"]) if frozen.user_attrs.get("resume_from") else None
+    )
+
+    def judge(value: float, epoch: int) -> bool:
+        trial.report(value, epoch)
+        return bool(trial.should_prune())
+
+    reporter = TrialReporter(settings.metric, settings.mode, judge if _rank() == 0 else None)
+    config = settings.trial_config(settings.search_space.to_overrides(frozen.params))
+    summary = run_trial(config, run_dir, resume_from, [reporter])
+    return StopKind(summary["stop"]["kind"]).exit_code
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # set by torchrun before the process group exists
+
+
+def _run_launched(folder: StudyFolder, number: int, devices: int, run_dir: Path) -> dict[str, Any]:
+    """Train the trial as `devices` torchrun ranks; its summary from the run folder."""
+    from brickwork.cli.launch import launch_processes
+
+    launch_processes(
+        devices, ["tune", "--study-dir", str(folder.directory), "--run-trial", str(number)]
+    )
+    try:
+        return dict(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"the trial's ranks left no summary.json in {run_dir}") from error
+
+
+def _best_reported(trial: Any, mode: str) -> float | None:
+    values = list(trial.intermediate_values.values())
+    if not values:
+        return None
+    return float(min(values) if mode == "min" else max(values))
 
 
 def _trial_folder(study: Any, trial: Any, folder: StudyFolder) -> tuple[Path, Path | None]:
