@@ -184,6 +184,7 @@ def test_an_existing_study_is_never_overwritten(tmp_path: Path) -> None:
     assert (Path("s") / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_sigkilled_study_resumes_without_repeating_finished_trials(tmp_path: Path) -> None:
     space = _space(tmp_path / "space.yaml", "optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}\n")
     command = [
@@ -229,3 +230,33 @@ def test_sigkilled_study_resumes_without_repeating_finished_trials(tmp_path: Pat
     assert "resumed from" in log  # continued from its checkpoint, not from scratch
     summary = json.loads(Path("s/trials/trial-0001/summary.json").read_text())
     assert summary["status"] == "completed" and summary["num_epochs"] == 4
+
+
+@pytest.mark.slow
+def test_two_process_trials_prune_at_one_agreed_validation(tmp_path: Path) -> None:
+    # Trial 1's lr cannot learn: the median pruner (2 startup trials) judges it after epoch 1
+    # on rank 0, and both ranks stop there together, with one checkpoint.
+    space = _space(tmp_path / "space.yaml", "optimizer.lr: [0.03, 0.01, 1.0e-7]\n")
+    code = brickwork(
+        [
+            "tune",
+            "--space",
+            str(space),
+            "--study-dir",
+            "s",
+            "--pruner",
+            "median",
+            "trainer.max_epochs=3",
+            "trainer.devices=2",
+            "trainer.device=cpu",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    rows = {r["optimizer.lr"]: r for r in _rows(Path("s"))}
+    hopeless = rows["1e-07"]
+    assert hopeless["state"] == "pruned", rows
+    summary = json.loads((Path(hopeless["run_dir"]) / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["stop"]["kind"] == "pruned"
+    assert summary["num_epochs"] < 3
+    assert rows["0.03"]["state"] == "complete"
