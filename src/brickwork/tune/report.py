@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -138,6 +139,8 @@ def write_plots(
     folder: StudyFolder, settings: StudySettings, records: Sequence[TrialRecord]
 ) -> None:
     """history.png, importance.png (2+ keys, 2+ completed trials) and parallel.png."""
+    # matplotlib's font cache and config go to the study, not ~/.cache and ~/.config.
+    os.environ.setdefault("MPLCONFIGDIR", str(folder.directory / "plots" / ".matplotlib"))
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write files only
