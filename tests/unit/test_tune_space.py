@@ -1,4 +1,4 @@
-"""SPACE.yaml: parsed into typed parameters, checked against the config schema with fix-it errors."""
+"""SPACE.yaml: parsed into typed parameters, checked against the config schema."""
 
 from __future__ import annotations
 
