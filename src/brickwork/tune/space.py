@@ -130,6 +130,8 @@ def read_space_file(path: Path) -> dict[str, Any]:
     """SPACE.yaml as a mapping; a missing file or bad YAML is a one-line error."""
     from brickwork.config import read_yaml
 
+    if not path.is_file():
+        raise ConfigError(f"--space {path}: file not found; pass the path to your SPACE.yaml")
     return read_yaml(path)
 
 
