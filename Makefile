@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install train test lint bench docs clean
+.PHONY: install train test test-ray lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,timm,onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,timm,onnx,ray]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -25,7 +25,13 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not ray"
+	$(MAKE) test-ray
+
+# Tests that start Ray run in a network namespace with only loopback (root; util-linux's
+# unshare and iproute2's ip): Ray probes cloud metadata addresses and listens on all interfaces.
+test-ray: install
+	unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m ray tests/integration/test_tune_ray.py'
 
 docs: install
 	$(BIN)/python scripts/update_readme_reference.py

@@ -266,6 +266,22 @@ class LoggersConfig(_Section):
     tensorboard: TensorBoardConfig = TensorBoardConfig()
 
 
+class TuneConfig(_Section):
+    """A hyperparameter search over this config (`brickwork tune`, see docs/tune.md)."""
+
+    space: dict[str, Any] = Field(
+        default_factory=dict, description="dotted config key -> distribution (docs/tune.md)"
+    )
+    metric: str | None = Field(None, description="what to optimise; null: checkpoint.monitor")
+    mode: Literal["min", "max"] | None = Field(None, description="null: checkpoint.mode")
+    num_trials: PositiveInt | None = Field(None, description="null: 20, or the grid's size")
+    timeout_s: PositiveFloat | None = Field(None, description="start no trial after this long")
+    sampler: Literal["tpe", "random", "grid", "cmaes", "bohb"] | None = Field(
+        None, description="null: grid when every key is a list, else tpe"
+    )
+    pruner: Literal["none", "median", "hyperband", "asha", "pbt"] = "median"
+
+
 def _metric_list(value: Any) -> Any:
     """Allow `metrics: [accuracy, {name: top_k_accuracy, top_k: 3}]`."""
     if isinstance(value, list):
@@ -291,6 +307,7 @@ class Config(_Section):
     early_stopping: EarlyStoppingConfig | None = None
     loggers: LoggersConfig = LoggersConfig()
     callbacks: list[CallbackConfig] = []
+    tune: TuneConfig | None = None
 
     _normalize_metrics = field_validator("metrics", mode="before")(_metric_list)
 

@@ -89,6 +89,17 @@ DESCRIPTIONS: dict[str, str] = {
     "loggers.tensorboard.image_grid": "validation images captioned prediction/truth",
     "loggers.tensorboard.num_images": "images in that grid",
     "callbacks": "your registered callbacks: list of names or {name, ...arguments}",
+    "tune": "a hyperparameter search over this config for `brickwork tune` (docs/tune.md); "
+    "`brickwork train` ignores it",
+    "tune.space": "dotted key -> `{loguniform: [lo, hi]}`, `{uniform: [lo, hi]}`, "
+    "`{int: [lo, hi]}`, `{choice: [...]}`, or a plain list (a grid)",
+    "tune.metric": "the validation metric to optimise; null: `checkpoint.monitor`",
+    "tune.mode": "min or max; null: `checkpoint.mode`",
+    "tune.num_trials": "trials to run; null: 20, or every point of a grid",
+    "tune.timeout_s": "start no new trial after this many seconds",
+    "tune.sampler": "tpe, random, grid, cmaes, bohb (Ray); null: grid when every key is a "
+    "list, else tpe",
+    "tune.pruner": "stop hopeless trials at a validation: none, median, hyperband, asha, pbt (Ray)",
 }
 
 

@@ -249,6 +249,7 @@ MATH_NEUTRAL_KEYS = (
     "checkpoint.every_n_minutes",
     "early_stopping",
     "loggers",
+    "tune",
 )
 
 
