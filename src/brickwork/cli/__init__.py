@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
     "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
     "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
+    "doctor": ("brickwork.cli.doctor", "check a config, the machine and a few real steps"),
 }
 
 
