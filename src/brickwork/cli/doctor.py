@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output.is_dir():
         raise ConfigError(f"--output {args.output}: is a folder; pass a file path like doctor.json")
     from brickwork.doctor.batch_size import parse_memory_size
+    from brickwork.doctor.report import check_output
+
+    check_output(args.output)
 
     budget = parse_memory_size(args.memory_budget) if args.memory_budget is not None else None
     path, overrides = split_config_and_overrides(args.args)

@@ -134,7 +134,7 @@ def _search_batch_size(
     train_size = len(loader.sampler)  # type: ignore[arg-type]
     search = find_max_batch_size(config, overrides, resolved, device, budget, margin, train_size)
     suggested = search.overrides(resolved)
-    budget_text = f"{search.budget_bytes / 2**30:.2f} GiB less {search.margin:.0%}"
+    budget_text = f"{_size(search.budget_bytes)} less {search.margin:.0%}"
     if search.largest is None:
         report.add(
             "batch size",
@@ -160,3 +160,9 @@ def _search_batch_size(
         budget_bytes=search.budget_bytes,
         margin=search.margin,
     )
+
+
+def _size(num_bytes: int) -> str:
+    if num_bytes >= 2**30:
+        return f"{num_bytes / 2**30:.2f} GiB"
+    return f"{num_bytes / 2**20:.1f} MiB"

@@ -200,7 +200,9 @@ def run_probe(
             run_dir=Path(scratch) / "run",
             callbacks=[probe],
         )
-        fit_peak = meter.peak if meter is not None else None
+        # The probe resets the peak at each step end: the run's peak is the largest seen.
+        peaks = [s.peak_bytes for s in probe.result.steps if s.peak_bytes is not None]
+        fit_peak = max([*peaks, meter.peak]) if meter is not None else None
     probe.result.summary = summary
     probe.result.fit_peak_bytes = fit_peak
     probe.result.micro_batch_size = int(

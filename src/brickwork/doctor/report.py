@@ -88,12 +88,17 @@ class DoctorReport:
 
     def save(self, path: Path) -> None:
         """Write `doctor.json`; refuses to replace a file that brickwork did not write."""
-        if path.exists() and not _written_by_doctor(path):
-            raise BrickworkError(
-                f"--output {path}: the file exists and was not written by brickwork doctor; "
-                "pass another --output path or move the file"
-            )
+        check_output(path)
         write_atomically(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+
+def check_output(path: Path) -> None:
+    """Refuse, before any work, a report path holding a file brickwork doctor did not write."""
+    if path.exists() and not _written_by_doctor(path):
+        raise BrickworkError(
+            f"--output {path}: the file exists and was not written by brickwork doctor; "
+            "pass another --output path or move the file"
+        )
 
 
 def _written_by_doctor(path: Path) -> bool:
