@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     budget = parse_memory_size(args.memory_budget) if args.memory_budget is not None else None
     path, overrides = split_config_and_overrides(args.args)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass the path to a YAML file")
     from brickwork.doctor import run_doctor
 
     report = run_doctor(
