@@ -23,6 +23,7 @@ import torch
 from brickwork.config import Config
 from brickwork.doctor.probe import run_probe
 from brickwork.errors import BrickworkError
+from brickwork.memory import release_memory
 
 DEFAULT_MARGIN = 0.1
 _PRECISION = 16  # bisect until the gap is under 1/16 of the batch: near enough, fewer trials
@@ -135,6 +136,8 @@ def _trial(
         )
     except (BrickworkError, torch.OutOfMemoryError) as error:
         return {"batch_size": size, "peak_bytes": None, "error": str(error).splitlines()[0]}
+    finally:
+        release_memory()  # the next trial starts from an empty cache, as a fresh run would
     recovered = probe.summary.get("out_of_memory", {})
     ran_out = recovered.get("num_recoveries", 0) or recovered.get("num_eval_recoveries", 0)
     return {
