@@ -185,3 +185,11 @@ def test_memory_sizes_read_as_bytes(text: str, expected: float) -> None:
     from brickwork.doctor.batch_size import parse_memory_size
 
     assert parse_memory_size(text) == int(expected)
+
+
+def test_a_model_with_the_wrong_number_of_outputs_fails_preflight_with_its_fix() -> None:
+    report = run_doctor(None, ["model.name=mlp", "model.num_classes=3"])
+    forward = report.find("forward")
+    assert forward is not None and forward.status == "fail"
+    assert "Target" in forward.message and "model.num_classes" in (forward.fix or "")
+    assert report.find("verdict") is None  # no training steps on a broken step

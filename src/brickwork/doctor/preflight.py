@@ -32,7 +32,7 @@ def run_preflight(report: DoctorReport, config: Config, device: torch.device) ->
         parts = build_components(config, device)
         build_optimization(config, parts.model, 1)  # applies finetune freezing, as fit does
         batch = next(iter(parts.train_loader))
-    except (BrickworkError, OSError, RuntimeError, ValueError, TypeError) as error:
+    except Exception as error:  # the user's dataset or model code: report it, do not crash
         report.add(
             "preflight",
             "build",
@@ -91,12 +91,12 @@ def _check_step(report: DoctorReport, parts: Components, batch: Any) -> bool:
     model.train()
     try:
         output = parts.compute_loss(model, batch)
-    except (RuntimeError, ValueError, IndexError) as error:
+    except Exception as error:  # a shape mismatch, or a bug in the user's forward
         report.add(
             "preflight",
             "forward",
             "fail",
-            f"the forward pass or the loss failed: {_first_line(error)}",
+            f"the forward pass or the loss failed: {type(error).__name__}: {_first_line(error)}",
             "make the model's output match the loss: (batch, num_classes) logits for "
             "classification, and check model.num_classes against the data",
         )
