@@ -82,6 +82,7 @@ def write_project(tmp_path: Path, module: str, config: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_doctor_passes_the_default_config_and_writes_doctor_json(tmp_path: Path) -> None:
     result = run_cli(["doctor", *SMALL])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -99,6 +100,7 @@ def test_doctor_passes_the_default_config_and_writes_doctor_json(tmp_path: Path)
     assert not (tmp_path / "runs").exists()  # the probes train in a scratch folder
 
 
+@pytest.mark.slow
 def test_a_callback_keeping_each_loss_with_its_graph_is_reported_as_a_leak(
     tmp_path: Path,
 ) -> None:
@@ -142,6 +144,7 @@ def test_nan_in_the_inputs_is_a_failed_check_with_its_fix(tmp_path: Path) -> Non
     assert "NaN" in finite.message and "clean the data" in (finite.fix or "")
 
 
+@pytest.mark.slow
 def test_batch_size_search_finds_the_largest_batch_under_the_budget(tmp_path: Path) -> None:
     budget = 2 * 2**20
     report = run_doctor(
@@ -163,6 +166,7 @@ def test_batch_size_search_finds_the_largest_batch_under_the_budget(tmp_path: Pa
     assert size <= largest < 256 and size * accumulate == 256  # the same effective batch
 
 
+@pytest.mark.slow
 def test_doctor_command_line_mistakes_are_one_line(tmp_path: Path) -> None:
     result = run_cli(["doctor", "--find-batch-size", "--memory-budget", "2XB"])
     assert result.returncode == 2 and "2GiB" in result.stderr and "Traceback" not in result.stderr

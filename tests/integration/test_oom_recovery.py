@@ -106,6 +106,7 @@ def test_evaluation_out_of_memory_halves_the_evaluation_batch(
     assert summary(hit)["final"]["val/loss"] == pytest.approx(summary(clean)["final"]["val/loss"])
 
 
+@pytest.mark.slow
 def test_out_of_memory_at_one_sample_stops_with_a_report(tmp_path: Path) -> None:
     import os
 
