@@ -168,7 +168,7 @@ def parse_memory_size(text: str) -> int:
         value = float(number) * units[unit]
     except (KeyError, ValueError):
         raise BrickworkError(
-            f"--memory-budget {text}: not a size; write it like 2GiB, 512MiB or 1.5GB"
+            f"--memory-budget {text}: not a size; use a size like 2GiB, 512MiB or 1.5GB"
         ) from None
     if value <= 0:
         raise BrickworkError(f"--memory-budget {text}: must be above zero, e.g. 2GiB")
