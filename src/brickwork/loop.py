@@ -62,6 +62,7 @@ from brickwork.distributed import (
 )
 from brickwork.errors import CheckpointError, ConfigError
 from brickwork.loggers import Logger, build_loggers
+from brickwork.memory import OutOfMemoryRecovery
 from brickwork.models.anatomy import unwrap_model
 from brickwork.nonfinite import NonFiniteGuard
 from brickwork.optim import Schedule
@@ -131,6 +132,7 @@ class _Training:
     callbacks: list[Any]  # in the order their hooks run; loggers included
     loggers: list[Logger]
     nonfinite: NonFiniteGuard
+    recovery: OutOfMemoryRecovery
     checkpointer: ModelCheckpoint
     state: TrainState
 
@@ -153,6 +155,10 @@ def _fit(
     _announce_start(config, run, state, device)
     non_blocking, signals = parts.train_loader.pin_memory, SignalStop(trainer.stop_signals)
     started, stop, metrics = time.perf_counter(), Stop(StopKind.FAILED), {}
+    # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
+    output: dict[str, torch.Tensor] | None
+    loss: torch.Tensor | None
+    scaled: torch.Tensor | None
 
     with signals.installed():  # the previous handlers come back whatever happens
         try:
@@ -166,24 +172,35 @@ def _fit(
                 seed_loader_for_epoch(parts.train_loader, config.seed, state.epoch, position)
 
                 for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
-                    optimizer.zero_grad(set_to_none=True)
                     step_samples = sum(batch_size_of(b) for b in micro_batches)
-                    losses: list[tuple[torch.Tensor, int]] = []
-                    built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
-                    for index, batch in enumerate(micro_batches):
-                        batch = move_to_device(batch, device, non_blocking, trainer.channels_last)
-                        num_samples = batch_size_of(batch)
-                        # DDP all-reduces gradients in backward: only on the step's last micro-step.
-                        with no_sync(model, sync=index == len(micro_batches) - 1):
-                            with built.autocast:
-                                output = parts.compute_loss(model, batch)
-                            loss = output["loss"]
-                            # Weighted to the mean over the whole step; one micro-step needs no
-                            # multiply (x1.0 is exact, and each tiny op costs time on the CPU).
-                            single = len(micro_batches) == 1
-                            scaled = loss if single else loss * (num_samples / step_samples)
-                            (scaler.scale(scaled) if scaler else scaled).backward()
-                        losses.append((loss.detach(), num_samples))
+                    # Out of memory: free, halve the micro-batch, retry the step on the same
+                    # samples with twice the micro-steps (brickwork.memory; same math).
+                    for attempt in built.recovery.attempts(micro_batches, state.step):
+                        output = loss = scaled = None  # a failed attempt's graph goes first
+                        with attempt:
+                            optimizer.zero_grad(set_to_none=True)
+                            losses: list[tuple[torch.Tensor, int]] = []
+                            built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
+                            pieces = attempt.micro_batches
+                            for index, batch in enumerate(pieces):
+                                # Injected faults; under DDP a collective before the last.
+                                attempt.before_micro_step(index)
+                                batch = move_to_device(
+                                    batch, device, non_blocking, trainer.channels_last
+                                )
+                                num_samples = batch_size_of(batch)
+                                # DDP all-reduces gradients in backward: on the last only.
+                                with no_sync(model, sync=index == len(pieces) - 1):
+                                    with built.autocast:
+                                        output = parts.compute_loss(model, batch)
+                                    loss = output["loss"]
+                                    # Weighted to the mean over the whole step; one micro-step
+                                    # needs no multiply (x1.0 is exact, and each tiny op costs
+                                    # time on the CPU).
+                                    single = len(pieces) == 1
+                                    scaled = loss if single else loss * (num_samples / step_samples)
+                                    (scaler.scale(scaled) if scaler else scaled).backward()
+                                losses.append((loss.detach(), num_samples))
 
                     if not built.nonfinite.all_finite(losses):  # a device sync (and a collective)
                         built.nonfinite.handle(
@@ -238,7 +255,7 @@ def _fit(
                 if reached_max_steps or (
                     epoch_complete and (state.epoch + 1) % trainer.val_every_n_epochs == 0
                 ):
-                    val_metrics = _validate(parts, config.seed, state.epoch, built.autocast)
+                    val_metrics = _validate(parts, config.seed, state.epoch, built)
                     metrics.update(val_metrics)
                     emit(callbacks, "on_validation_end", state, val_metrics)
                 metrics["lr"] = _lr(optimizer)
@@ -270,34 +287,41 @@ def evaluate_loader(
     device: torch.device,
     prefix: str,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
+    recovery: OutOfMemoryRecovery | None = None,
 ) -> dict[str, float]:
-    """Mean loss and metrics over `loader` in eval mode, without building autograd graphs."""
+    """Mean loss and metrics over `loader` in eval mode, without building autograd graphs.
+
+    Out of memory halves the evaluation batch and retries (`recovery`, one per pass if None).
+    """
     was_training = model.training
     model.eval()
     metrics.reset()
     total = torch.zeros((), device=device)
-    count = 0
-    for batch in loader:
+    counted = [0]
+    recovery = recovery or OutOfMemoryRecovery(loader.batch_size or 1, device)
+
+    def evaluate_batch(batch: Any) -> None:
         batch = move_to_device(batch, device)
         with autocast or contextlib.nullcontext():
             output = compute_loss(model, batch)
         num_samples = batch_size_of(batch)
-        total += output["loss"].detach().float() * num_samples
-        count += num_samples
+        total.add_(output["loss"].detach().float() * num_samples)
+        counted[0] += num_samples
         if "preds" in output and output.get("target") is not None and len(metrics):
             metrics.update(output["preds"].float(), output["target"])
+
+    for batch in loader:
+        recovery.evaluate_in_pieces(batch, evaluate_batch)
     model.train(was_training)
     # The pass's one sync: sums over ranks (each evaluated its own unpadded share).
-    total_sum, total_count = sum_across_ranks(total, float(count))
+    total_sum, total_count = sum_across_ranks(total, float(counted[0]))
     results = {f"{prefix}/loss": total_sum / max(total_count, 1)}
     if len(metrics):
         results.update({f"{prefix}/{k}": float(v) for k, v in metrics.compute().items()})
     return results
 
 
-def _validate(
-    parts: Components, seed: int, epoch: int, autocast: contextlib.AbstractContextManager[Any]
-) -> dict[str, float]:
+def _validate(parts: Components, seed: int, epoch: int, built: _Training) -> dict[str, float]:
     seed_loader_for_epoch(parts.val_loader, seed, epoch, 0)
     return evaluate_loader(
         parts.model,  # unwrapped: evaluation needs no DDP hooks
@@ -306,7 +330,8 @@ def _validate(
         parts.metrics,
         parts.device,
         "val",
-        autocast,
+        built.autocast,
+        built.recovery,
     )
 
 
@@ -353,6 +378,7 @@ def _build_training(
         parts.train_loader,
         device,
     )
+    recovery = OutOfMemoryRecovery(config.data.batch_size, device, run.directory)
     loggers = build_loggers(config, run.directory, parts.model, parts.data) if main else []
     callbacks: list[Any] = [
         *_finetune(config, parts.model, optimizer, schedule),
@@ -364,7 +390,9 @@ def _build_training(
     ]
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if trainer.precision == "16" else None
-    state = TrainState(model, optimizer, schedule, scaler, [*callbacks, nonfinite, checkpointer])
+    state = TrainState(
+        model, optimizer, schedule, scaler, [*callbacks, nonfinite, recovery, checkpointer]
+    )
     return _Training(
         parts=parts,
         model=model,
@@ -375,6 +403,7 @@ def _build_training(
         callbacks=callbacks,
         loggers=loggers,
         nonfinite=nonfinite,
+        recovery=recovery,
         checkpointer=checkpointer,
         state=state,
     )
@@ -418,6 +447,7 @@ def _finish(
     """
     state = built.state
     summary = _summarize(config, run, state, built.checkpointer, metrics, stop, started)
+    summary["out_of_memory"] = built.recovery.summary()
     try:
         built.checkpointer.save_final(state, stop)
         # A pruned trial is abandoned: no test pass for it.

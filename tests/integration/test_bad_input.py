@@ -220,6 +220,10 @@ CASES += [
         "inference-time keys",
     ),
     ("evaluate-no-checkpoint-yet", ["evaluate", "{nocheckpoint}"], "saved no checkpoint"),
+    ("doctor-missing-config", ["doctor", "{files}/nope.yaml"], "config file not found"),
+    ("doctor-bad-budget", ["doctor", "--find-batch-size", "--memory-budget", "2XB"], "2GiB"),
+    ("doctor-budget-without-search", ["doctor", "--memory-budget", "2GiB"], "--find-batch-size"),
+    ("doctor-foreign-output", ["doctor", "--output", "{files}/list.yaml"], "not written by"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("cuda-unavailable", ["train", "trainer.device=cuda"], "CUDA is not available"))

@@ -27,6 +27,7 @@ COMMANDS = {
     "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
     "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
     "tune": ("brickwork.cli.tune", "search hyperparameters: Optuna here, Ray Tune on a cluster"),
+    "doctor": ("brickwork.cli.doctor", "check a config, the machine and a few real steps"),
 }
 
 

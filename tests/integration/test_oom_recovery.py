@@ -1,0 +1,147 @@
+"""Out-of-memory recovery in real training runs, with a real `torch.OutOfMemoryError` injected.
+
+The claims: a run that runs out of memory goes on with a halved micro-batch and ends
+with exactly the weights of a run that used that micro-batch from the start; the
+failed attempt leaves no trace (gradients, dropout draws); a resume keeps the smaller
+micro-batch; evaluation halves its batch; under two processes an error on one rank
+changes both, with no hang.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from brickwork.checkpoint import load_checkpoint
+from brickwork.loop import fit
+from tests.conftest import FAST_MLP, run_cli
+from tests.integration.test_distributed import torchrun
+from tests.resume import StopAtStep
+
+# An MLP with dropout (random draws a retry must repeat), 6 steps of 2 micro-batches of 32.
+BASE = [
+    *FAST_MLP,
+    "model.dropout=0.3",
+    "scheduler=null",
+    "early_stopping=null",
+    "trainer.max_epochs=null",
+    "trainer.max_steps=6",
+]
+HALVED = ["data.batch_size=16", "trainer.accumulate_grad_batches=4"]
+WHOLE = ["data.batch_size=32", "trainer.accumulate_grad_batches=2"]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / "last" / "model.safetensors")
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def assert_equal_weights(left: Path, right: Path) -> None:
+    a, b = weights(left), weights(right)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def train(tmp_path: Path, name: str, overrides: list[str], inject: str, monkeypatch) -> Path:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BRICKWORK_INJECT_OOM", inject)
+    fit(None, overrides=[*BASE, *overrides], run_dir=tmp_path / name)
+    return tmp_path / name
+
+
+def test_recovered_run_equals_a_run_with_the_halved_micro_batch_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recovered = train(tmp_path, "recovered", WHOLE, "1:0", monkeypatch)
+    halved = train(tmp_path, "halved", HALVED, "", monkeypatch)
+    assert_equal_weights(recovered, halved)
+    assert summary(recovered)["out_of_memory"]["num_recoveries"] == 1
+    assert summary(recovered)["out_of_memory"]["micro_batch_size"] == 16
+    assert summary(recovered)["status"] == "completed"
+    logged = [(run / "metrics.jsonl").read_text() for run in (recovered, halved)]
+    assert logged[0] == logged[1]  # the logged losses too
+
+
+def test_failed_attempt_leaves_no_gradient_and_no_random_draw_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At micro-step 1 the failed attempt already ran micro-step 0 (a backward, a dropout
+    # mask); the retry must match a failure at micro-step 0, where nothing had run.
+    late = train(tmp_path, "late", WHOLE, "4:1", monkeypatch)
+    early = train(tmp_path, "early", WHOLE, "4:0", monkeypatch)
+    assert_equal_weights(late, early)
+    assert summary(late)["out_of_memory"]["num_recoveries"] == 1
+
+
+def test_resume_after_recovery_keeps_the_smaller_micro_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRICKWORK_INJECT_OOM", "2:0")
+    overrides = [*BASE, *WHOLE]
+    fit(None, overrides=overrides, run_dir=tmp_path / "stopped", callbacks=[StopAtStep(4)])
+    saved = load_checkpoint((tmp_path / "stopped" / "checkpoints" / "last").resolve())
+    assert saved["callbacks"]["micro_batch"]["micro_batch_size"] == 16
+    monkeypatch.delenv("BRICKWORK_INJECT_OOM")
+    fit(None, overrides=overrides, resume=tmp_path / "stopped")
+    straight = train(tmp_path, "straight", WHOLE, "2:0", monkeypatch)
+    assert_equal_weights(tmp_path / "stopped", straight)
+    resumed = summary(tmp_path / "stopped")["out_of_memory"]
+    assert (resumed["micro_batch_size"], resumed["num_recoveries"]) == (16, 1)
+
+
+def test_evaluation_out_of_memory_halves_the_evaluation_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hit = train(tmp_path, "hit", WHOLE, "eval:0", monkeypatch)
+    clean = train(tmp_path, "clean", WHOLE, "", monkeypatch)
+    assert summary(hit)["out_of_memory"]["eval_batch_size"] == 16  # 32 -> 16
+    assert summary(hit)["final"]["val/acc"] == summary(clean)["final"]["val/acc"]
+    assert summary(hit)["final"]["val/loss"] == pytest.approx(summary(clean)["final"]["val/loss"])
+
+
+@pytest.mark.slow
+def test_out_of_memory_at_one_sample_stops_with_a_report(tmp_path: Path) -> None:
+    import os
+
+    env_before = os.environ.get("BRICKWORK_INJECT_OOM")
+    os.environ["BRICKWORK_INJECT_OOM"] = "1:0;1:0;1:0"  # 4 -> 2 -> 1 -> no smaller
+    try:
+        result = run_cli(["train", *BASE, "data.batch_size=4", "--run-dir", "run"])
+    finally:
+        os.environ.pop("BRICKWORK_INJECT_OOM")
+        if env_before is not None:
+            os.environ["BRICKWORK_INJECT_OOM"] = env_before
+    assert result.returncode == 2, result.stderr[-2000:]
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "Traceback" not in result.stderr
+    assert "micro-batch of 1 sample" in error_lines[0]
+    assert "trainer.precision=bf16" in error_lines[0]
+    report = (tmp_path / "run" / "oom_report.txt").read_text()
+    assert "failed in forward" in report and "expandable_segments" in report
+    assert summary(tmp_path / "run")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_out_of_memory_on_one_rank_of_two_changes_both_without_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rank 1 alone runs out at step 1 (the gradient-syncing micro-step) and at step 3
+    # micro-step 0 (an accumulation one): both ranks halve together, twice.
+    monkeypatch.setenv("BRICKWORK_INJECT_OOM", "1:0,1;3:0,1")
+    two, one = tmp_path / "two", tmp_path / "one"
+    no_dropout = [*BASE, "model.dropout=0", "trainer.accumulate_grad_batches=2"]
+    result = torchrun(["train", *no_dropout, "data.batch_size=16", "--run-dir", str(two)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("out of memory at step") == 4  # both ranks, twice
+    assert summary(two)["out_of_memory"]["micro_batch_size"] == 4  # 16 -> 8 -> 4
+    monkeypatch.delenv("BRICKWORK_INJECT_OOM")
+    fit(None, overrides=[*no_dropout, "data.batch_size=32"], run_dir=one)
+    for name, tensor in weights(one).items():  # equal up to the ranks' summation order
+        torch.testing.assert_close(weights(two)[name], tensor, rtol=1e-5, atol=1e-6)
