@@ -86,11 +86,21 @@ def test_every_shipped_config_loads() -> None:
         assert path.read_text().startswith("#"), f"{path}: open with what it is and how to run it"
 
 
-@pytest.mark.parametrize(("where", "block"), _yaml_blocks_in_docs(), ids=lambda v: v)
-def test_every_config_snippet_in_the_docs_is_valid(where: str, block: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "block"), _yaml_blocks_in_docs(), ids=[w for w, _ in _yaml_blocks_in_docs()]
+)
+def test_every_yaml_snippet_in_the_docs_is_valid_for_what_it_is(where: str, block: str) -> None:
+    """A config snippet loads as a config; a search space (dotted keys) as a space over
+    the digits MLP, the model the docs' spaces tune."""
     import yaml
 
-    load_config(yaml.safe_load(block), check_components=False)
+    from brickwork.tune.space import check_space, parse_space
+
+    raw = yaml.safe_load(block)
+    if all("." in str(key) for key in raw):
+        check_space(parse_space(raw, where), None, ["model.name=mlp"], where)
+    else:
+        load_config(raw, check_components=False)
 
 
 def test_override_without_equals_sign_is_explained() -> None:
