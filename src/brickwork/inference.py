@@ -26,7 +26,7 @@ from brickwork.batch import move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
 from brickwork.config import load_config
-from brickwork.errors import BrickworkError, CheckpointError, ConfigError, DataError
+from brickwork.errors import CheckpointError, ConfigError, DataError
 from brickwork.files import refuse_to_replace
 from brickwork.loop import evaluate_loader
 from brickwork.models.anatomy import unwrap_model
@@ -72,7 +72,8 @@ def _check_inference_overrides(overrides: Sequence[str]) -> None:
         if not override.startswith(INFERENCE_KEYS) or override.startswith("data.name="):
             raise ConfigError(
                 f"override {override}: predict and evaluate take only inference-time keys "
-                "(data.* but data.name, trainer.device); the model is the run's own"
+                "(data.* but data.name, trainer.device); drop it, or train a new run to change "
+                "the model"
             )
 
 
@@ -88,7 +89,7 @@ def in_working_folder(run_dir: Path) -> Iterator[None]:
     try:
         with contextlib.chdir(working):
             yield
-    except BrickworkError as error:
+    except DataError as error:  # a data path that is gone: say where it was looked for
         if not moved:
             raise
         raise type(error)(f"{error} (relative data paths are read from {working})") from None

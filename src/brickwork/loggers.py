@@ -165,8 +165,9 @@ class TensorBoardLogger:
     def _example_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.val_dataset is None or len(self.val_dataset) == 0:  # type: ignore[arg-type]
             return None
-        count = min(self.config.num_images, len(self.val_dataset))  # type: ignore[arg-type]
-        samples = [self.val_dataset[i] for i in range(count)]
+        samples = [
+            self.val_dataset[i] for i in grid_indices(self.val_dataset, self.config.num_images)
+        ]
         if not isinstance(samples[0], tuple | list) or not isinstance(samples[0][0], torch.Tensor):
             return None
         if len({tuple(s[0].shape) for s in samples}) > 1:  # variable-length (text): no stacking
@@ -255,6 +256,19 @@ def _label(index: int, label_names: list[str] | None) -> str:
 def _finite_or_none(metrics: Mapping[str, float]) -> dict[str, float | None]:
     """JSON has no NaN or Infinity: write them as null so every JSON reader can parse."""
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def grid_indices(dataset: Dataset[Any], count: int, seed: int = 0) -> list[int]:
+    """Which validation samples the image grid shows: a fixed-seed draw over the whole
+    split, not its first `count` (in a class-sorted folder those are all one class).
+
+    Only the drawn samples are read; the same draw every epoch and every run.
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    if size <= count:
+        return list(range(size))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(size, generator=generator)[:count].tolist())
 
 
 def _truncate_to(path: Path, num_bytes: int) -> None:

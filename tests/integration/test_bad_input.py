@@ -165,12 +165,12 @@ CASES += [
     ),
     (
         "unfreeze-matches-nothing",
-        ["train", "finetune.unfreeze=[{at_epoch: 40, modules: [featurs.*]}]"],
+        ["train", "finetune.unfreeze=[{{at_epoch: 40, modules: [featurs.*]}}]"],
         "'featurs.*' matches no parameter",
     ),
     (
         "inspect-unfreeze-matches-nothing",
-        ["inspect", "finetune.unfreeze=[{at_epoch: 40, modules: [featurs.*]}]"],
+        ["inspect", "finetune.unfreeze=[{{at_epoch: 40, modules: [featurs.*]}}]"],
         "'featurs.*' matches no parameter",
     ),
     ("tabular-stray-text", ["train", *TAB, "data.csv={files}/na.csv"], "na_values"),

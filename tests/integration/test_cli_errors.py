@@ -48,8 +48,11 @@ def test_bad_config_exits_2_with_one_fix_it_line(
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stderr
-    if "override" not in fragments[0]:
+    if override is None:
         assert "bad.yaml" in stderr  # names the file
+    else:  # a value typed on the command line: named as that, not as the file
+        assert f"override {override}" in stderr or f"override '{override}'" in stderr
+        assert "bad.yaml" not in stderr
     for fragment in fragments:
         assert fragment in stderr
     assert not (tmp_path / "runs").exists()  # stopped before any work

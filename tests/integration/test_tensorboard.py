@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from brickwork.loop import fit
@@ -25,3 +26,16 @@ def test_scalars_graph_histograms_and_image_grid_are_written(tmp_path: Path) -> 
     assert "grads/head.1.weight" in tags["histograms"]
     grid = events.Images("val/predictions")[-1]
     assert grid.width > 64 and grid.height > 64  # a grid of upscaled, captioned digits
+
+
+def test_image_grid_samples_across_a_class_sorted_split_with_a_fixed_seed() -> None:
+    from torch.utils.data import TensorDataset
+
+    from brickwork.loggers import grid_indices
+
+    labels = torch.arange(10).repeat_interleave(50)  # class-sorted, as an image folder reads
+    dataset = TensorDataset(torch.zeros(500, 1), labels)
+    indices = grid_indices(dataset, 32)
+    assert len(set(indices)) == 32 and indices == grid_indices(dataset, 32)
+    assert len({int(labels[i]) for i in indices}) >= 6  # the first 32 would be one class
+    assert grid_indices(TensorDataset(torch.zeros(5, 1)), 32) == [0, 1, 2, 3, 4]
