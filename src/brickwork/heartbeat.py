@@ -10,6 +10,7 @@ gone (same host) or whose heartbeat is older than `STALE_AFTER_S` is `crashed`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -68,10 +69,9 @@ class Heartbeat:
             "step": self.step,
             "interval_s": self.interval_s,
         }
-        try:
+        # A full disk stops the run elsewhere; the heartbeat only goes stale.
+        with contextlib.suppress(OSError):
             write_atomically(self.path, json.dumps(beat) + "\n")
-        except OSError:
-            pass  # a full disk stops the run elsewhere; the heartbeat only goes stale
 
 
 def liveness(run_dir: Path, now: float | None = None) -> str:

@@ -26,9 +26,9 @@ from brickwork.trackers import (
     EPOCH_KEY,
     STEP_KEY,
     best_model_file,
+    default_run_name,
     keep_matplotlib_out_of_home,
     rows_up_to,
-    default_run_name,
     summary_numbers,
 )
 from brickwork.trackers.wandb_files import read_history, run_files
@@ -76,7 +76,7 @@ class WandbLogger:
             id=self.run_id,
             resume="allow",
             dir=str(self.run_dir),
-            mode=self.config.mode or os.environ.get("WANDB_MODE") or "online",
+            mode=self.config.mode or os.environ.get("WANDB_MODE") or "online",  # type: ignore[arg-type]
             settings=wandb.Settings(console="off", silent=True),
         )
         self._run.define_metric(STEP_KEY)

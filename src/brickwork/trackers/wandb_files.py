@@ -59,7 +59,7 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
     rows = []
     for raw in iter_record_bytes(path):
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
         try:
             record.ParseFromString(raw)
         except Exception:  # a damaged record: what follows may still be readable
