@@ -26,6 +26,9 @@ COMMANDS = {
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
     "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
     "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
+    "runs": ("brickwork.cli.runs", "list runs as a table (filter, sort, JSON), or diff two runs"),
+    "board": ("brickwork.cli.board", "serve TensorBoard over a runs folder on 127.0.0.1"),
+    "report": ("brickwork.cli.report", "write an HTML report of runs or a study, with figures"),
 }
 
 
