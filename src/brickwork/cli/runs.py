@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sort",
         default="-started",
-        help="column to sort by, '-' for descending: started, best, status, name, "
-        "val/acc, optimizer.lr, ... (default: -started, newest first)",
+        help="column to sort by: started, best, status, name, val/acc, optimizer.lr, ...; "
+        "descending with a '-' written as --sort=-best (default: newest first)",
     )
     parser.add_argument(
         "--filter",
