@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -67,9 +66,7 @@ def test_runs_filter_sort_limit_and_json(runs_root: Path) -> None:
     rows = json.loads(result.stdout)
     assert [r["config"]["optimizer.lr"] for r in rows] == [0.001, 0.003]
     limited = json.loads(
-        run_cli(
-            ["runs", str(runs_root), "--json", "--sort=-optimizer.lr", "--limit", "2"]
-        ).stdout
+        run_cli(["runs", str(runs_root), "--json", "--sort=-optimizer.lr", "--limit", "2"]).stdout
     )
     assert [r["config"]["optimizer.lr"] for r in limited] == [0.03, 0.02]
 
