@@ -51,8 +51,9 @@ def plot_curves(
                 values,
                 _line_style(key),
                 color=f"C{run_index if several else key_index}",
-                marker="o" if len(points) < 30 else None,
-                ms=3,
+                marker="os^vDP*X"[key_index % 8],  # tells a run's metrics apart
+                markevery=max(1, len(points) // 15),
+                ms=4,
                 label=f"{label} {key}" if several else key,
             )
     axes.set_xlabel("step")
