@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(root: Path, args: argparse.Namespace) -> int:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -73,18 +74,22 @@ def _table(root: Path, args: argparse.Namespace) -> int:
         console.print(f"no runs under {root}" + (" matching the filters" if args.filter else ""))
         return 0
     varying = differing_keys(rows)
-    table = Table(title=f"{len(rows)} runs under {root}", title_justify="left")
-    for column in ("name", "id", "status", "best", "epochs", "duration", "started", *varying):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"{len(rows)} runs under {root}", title_justify="left", box=box.SIMPLE_HEAD)
+    monitors = {row.monitor for row in rows if row.best is not None}
+    best = f"best {monitors.pop()}" if len(monitors) == 1 else "best"
+    for column in ("name", "id", "status", best, "epochs", "duration", "started"):
+        table.add_column(column, overflow="fold", min_width=_MIN_WIDTHS.get(column))
+    for key in varying:
+        table.add_column(key, overflow="fold")
     for row in rows:
         table.add_row(
             row.name,
-            _relative(row.path, root),
+            _run_id(row.path, row.name, root),
             _coloured(row.status),
-            f"{row.monitor} {format_number(row.best)}" if row.best is not None else "",
+            _best(row, show_monitor=best == "best"),
             format_number(row.epochs),
             _duration(row.duration_s),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(row.started)) if row.started else "",
+            time.strftime("%m-%d %H:%M", time.localtime(row.started)) if row.started else "",
             *[format_number(row.config.get(key)) for key in varying],
         )
     console.print(table)
@@ -123,6 +128,8 @@ def _diff(first: Path, second: Path, as_json: bool) -> int:
     return 0
 
 
+_MIN_WIDTHS = {"name": 8, "id": 8, "status": 9}
+
 _COLOURS = {
     "completed": "green",
     "early_stopped": "green",
@@ -140,7 +147,18 @@ def _coloured(status: str) -> str:
     return f"[{colour}]{status}[/{colour}]" if colour else status
 
 
-def _relative(path: Path, root: Path) -> str:
+def _best(row: Any, show_monitor: bool) -> str:
+    from brickwork.catalog import format_number
+
+    if row.best is None:
+        return ""
+    return f"{row.monitor} {format_number(row.best)}" if show_monitor else format_number(row.best)
+
+
+def _run_id(path: Path, name: str, root: Path) -> str:
+    """The folder name under `runs/<name>/`, else the path relative to the listed folder."""
+    if path.parent.name == name:
+        return path.name
     try:
         return str(path.relative_to(root)) or "."
     except ValueError:
