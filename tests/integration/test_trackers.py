@@ -64,6 +64,25 @@ def wandb_pairs(run_dir: Path) -> tuple[set[str], Counter[tuple[str, int]], list
     return run_ids, pairs, rows
 
 
+def _wandb_config_and_summary(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and summary records of a `.wandb` file (the last value of each key)."""
+    from wandb.proto import wandb_internal_pb2
+
+    from brickwork.trackers.wandb_files import iter_record_bytes
+
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for raw in iter_record_bytes(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+    return config, summary
+
+
 def mlflow_pairs(tracking_uri: str) -> tuple[list[Any], Counter[tuple[str, int]], Any]:
     from mlflow import MlflowClient
 
@@ -103,6 +122,11 @@ def test_trackers_hold_config_summary_model_and_every_logged_step_once(
         if "train/loss" in json.loads(line)
     }
     assert train_loss == pytest.approx(from_file)
+
+    config, summary = _wandb_config_and_summary(next(iter(run_files(run_dir / "wandb", *run_ids))))
+    assert config["optimizer"]["lr"] == 0.003 and config["model"]["channels"] == [8, 16]
+    assert summary["status"] == "completed" and summary["num_steps"] == 40
+    assert summary["best/val/acc"] == pytest.approx(summary["final/val/acc"])
 
     runs, got, client = mlflow_pairs(store_uri(tmp_path))
     assert len(runs) == 1 and got == expected
