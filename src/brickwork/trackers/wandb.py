@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import string
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,31 +61,45 @@ class WandbLogger:
 
     def start(self, step: int) -> None:
         keep_matplotlib_out_of_home()
-        import wandb
-
         resumed = self.run_id is not None
         if self.run_id is None:
             self.run_id = _new_run_id()
         self._logged = logged_pairs(self.files_dir, self.run_id) if resumed else set()
         self._point_folders_inside_run()
-        self._run = wandb.init(
-            project=self.config.project or self.config_name,
-            entity=self.config.entity,
-            group=self.config.group,
-            tags=self.config.tags or None,
-            name=self.config.name or default_run_name(self.run_dir, self.config_name),
-            id=self.run_id,
-            resume="allow",
-            dir=str(self.run_dir),
-            mode=self.config.mode or os.environ.get("WANDB_MODE") or "online",  # type: ignore[arg-type]
-            settings=wandb.Settings(console="off", silent=True),
-        )
+        self._run = self._init_run(resumed)
         self._run.define_metric(STEP_KEY)
         self._run.define_metric("*", step_metric=STEP_KEY)
         if resumed:
             for row_step, epoch, metrics in rows_up_to(self.run_dir / "metrics.jsonl", step):
                 self.log_metrics(metrics, row_step, epoch)  # what a killed process lost
         log.info("W&B run %s%s", self.run_id, " (resumed)" if resumed else "")
+
+    def _init_run(self, resumed: bool) -> Any:
+        """`wandb.init`; on resume, retried for a while: the W&B service of a process killed a
+        moment ago may still hold the run ("run ID is in use") until it notices its parent died.
+        """
+        import wandb
+
+        for wait_s in (1, 2, 4, 8, None):
+            try:
+                return wandb.init(
+                    project=self.config.project or self.config_name,
+                    entity=self.config.entity,
+                    group=self.config.group,
+                    tags=self.config.tags or None,
+                    name=self.config.name or default_run_name(self.run_dir, self.config_name),
+                    id=self.run_id,
+                    resume="allow",
+                    dir=str(self.run_dir),
+                    mode=self.config.mode or os.environ.get("WANDB_MODE") or "online",  # type: ignore[arg-type]
+                    settings=wandb.Settings(console="off", silent=True),
+                )
+            except Exception:
+                if not resumed or wait_s is None:
+                    raise
+                log.info("W&B run %s still in use; retrying in %d s", self.run_id, wait_s)
+                time.sleep(wait_s)
+        raise AssertionError("unreachable")
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._run.config.update(dict(config), allow_val_change=True)
