@@ -66,6 +66,10 @@ class WandbLogger:
             self.run_id = _new_run_id()
         self._logged = logged_pairs(self.files_dir, self.run_id) if resumed else set()
         self._point_folders_inside_run()
+        # A W&B service token inherited from a parent process (a notebook or a test runner
+        # that used W&B) would put this run in the parent's service, which outlives a kill
+        # of this process and keeps the run "in use": start this process's own service.
+        self._saved_environment["WANDB_SERVICE"] = os.environ.pop("WANDB_SERVICE", None)
         self._run = self._init_run(resumed)
         self._run.define_metric(STEP_KEY)
         self._run.define_metric("*", step_metric=STEP_KEY)
