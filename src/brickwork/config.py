@@ -261,9 +261,45 @@ class TensorBoardConfig(_Section):
     num_images: PositiveInt = 32
 
 
+class WandbConfig(_Section):
+    """Weights & Biases; its files stay in the run folder (see docs/tracking.md)."""
+
+    enabled: bool = False
+    project: str | None = Field(None, description="null: the config's name")
+    entity: str | None = Field(None, description="team or user; null: your W&B default")
+    group: str | None = None
+    tags: list[str] = []
+    name: str | None = Field(None, description="the W&B run name; null: <name>/<run folder>")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="null: the WANDB_MODE environment variable, else online"
+    )
+    log_model: bool = Field(False, description="upload the best checkpoint as an artifact")
+
+
+class MlflowConfig(_Section):
+    """MLflow; a local SQLite store under runs/ unless a tracking URI is given."""
+
+    enabled: bool = False
+    tracking_uri: str | None = Field(
+        None, description="null: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db"
+    )
+    experiment: str | None = Field(None, description="null: the config's name")
+    run_name: str | None = Field(None, description="null: <name>/<run folder>")
+    log_model: bool = Field(True, description="log the best model.safetensors as an artifact")
+
+
+def _enabled_flag(value: Any) -> Any:
+    """Allow `loggers.wandb=true` as a short form of `loggers.wandb.enabled=true`."""
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
 class LoggersConfig(_Section):
     progress_bar: bool = True
     tensorboard: TensorBoardConfig = TensorBoardConfig()
+    wandb: WandbConfig = WandbConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    _short_flags = field_validator("tensorboard", "wandb", "mlflow", mode="before")(_enabled_flag)
 
 
 class TuneConfig(_Section):
@@ -369,6 +405,7 @@ def load_config(
                 "sits beside the config file"
             ) from error
         check_component_kwargs(config, Origin(source, tuple(overrides)))
+        check_logger_packages(config, source)
     return config
 
 
@@ -391,6 +428,30 @@ class Origin:
             if typed.startswith(key + "."):
                 return f"override {override}"
         return str(self.source)
+
+
+# Optional loggers: the package each needs and the extra that installs it.
+LOGGER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_logger_packages(config: Config, source: Path | str = "<config>") -> None:
+    """A chosen tracker whose package is missing fails here, before a run folder exists.
+
+    Imports the package (only when chosen), so a broken install fails here too.
+    """
+    import importlib
+
+    for logger, package in LOGGER_PACKAGES.items():
+        if not getattr(config.loggers, logger).enabled:
+            continue
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise ConfigError(
+                f"{source}: loggers.{logger}.enabled = true but the {package} package is not "
+                f"installed; pip install 'brickwork[{logger}]', or set "
+                f"loggers.{logger}.enabled=false"
+            ) from None
 
 
 def read_yaml(source: Path) -> dict[str, Any]:

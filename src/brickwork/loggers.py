@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from brickwork.files import write_atomically
+from brickwork.heartbeat import HEARTBEAT_FILE, Heartbeat
 from brickwork.models.anatomy import unwrap_model
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class TensorBoardLogger:
         self.log_dir, self.config, self.model = log_dir, config, model
         self.val_dataset, self.label_names, self.denormalize = val_dataset, label_names, denormalize
         self.writer: Any = None
+        self.hyperparameters: dict[str, Any] = {}
 
     def start(self, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -137,9 +139,6 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         if self.config.graph and step == 0:
             self._add_graph(self.model)
-
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         for key, value in metrics.items():
@@ -157,10 +156,33 @@ class TensorBoardLogger:
             self._add_image_grid(state.model, state.step)
         self.writer.flush()
 
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        self.hyperparameters = hyperparameters_of(config)
+
     def close(self, summary: Mapping[str, Any]) -> None:
         if self.writer is not None:
+            with contextlib.suppress(Exception):  # a full disk must not hide the real error
+                self._add_hparams(summary)
             self.writer.close()
             self.writer = None
+
+    def _add_hparams(self, summary: Mapping[str, Any]) -> None:
+        """The run's hyperparameters with its best and final metrics, for the HParams tab.
+
+        Written into the run's own event files (not a sub-run, as `add_hparams` would),
+        so TensorBoard shows one row per run beside its scalars.
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        results = hparam_metrics(summary)
+        if not results or not self.hyperparameters:
+            return
+        experiment, session_start, session_end = hparams(self.hyperparameters, results)
+        for event in (experiment, session_start, session_end):
+            self.writer.file_writer.add_summary(event)
+        step = int(summary.get("num_steps") or 0)
+        for key, value in results.items():
+            self.writer.add_scalar(key, value, step)
 
     def _example_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.val_dataset is None or len(self.val_dataset) == 0:  # type: ignore[arg-type]
@@ -249,6 +271,34 @@ def labelled_grid(
     return make_grid(torch.stack(tiles), nrow=8, padding=2)
 
 
+# Config sections that say how a run is recorded, not what it trains: left out of HParams.
+_NOT_HYPERPARAMETERS = ("loggers.", "checkpoint.", "imports", "callbacks", "trainer.stop_signals")
+
+
+def hyperparameters_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened config as HParams values (numbers, text, booleans; lists as text)."""
+    from brickwork.trackers import flatten_config
+
+    out: dict[str, Any] = {}
+    for key, value in flatten_config(config).items():
+        if key.startswith(_NOT_HYPERPARAMETERS):
+            continue
+        out[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return out
+
+
+def hparam_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """`best/<monitor>` and `final/<metric>` of a summary, the columns HParams compares."""
+    results: dict[str, float] = {}
+    best = summary.get("best") or {}
+    if isinstance(best.get("value"), int | float):
+        results[f"best/{summary.get('monitor')}"] = float(best["value"])
+    for key, value in (summary.get("final") or {}).items():
+        if isinstance(value, int | float) and math.isfinite(value):
+            results[f"final/{key}"] = float(value)
+    return results
+
+
 def _label(index: int, label_names: list[str] | None) -> str:
     return label_names[index] if label_names else str(index)
 
@@ -304,4 +354,14 @@ def build_loggers(
                 run_dir / "tb", tensorboard, model, data.val, data.label_names, data.denormalize
             )
         )
+    # Trackers import their package only when chosen (config.py checked it is installed).
+    if config.loggers.wandb.enabled:
+        from brickwork.trackers.wandb import WandbLogger
+
+        loggers.append(WandbLogger(config.loggers.wandb, run_dir, config.name))
+    if config.loggers.mlflow.enabled:
+        from brickwork.trackers.mlflow import MlflowLogger
+
+        loggers.append(MlflowLogger(config.loggers.mlflow, run_dir, config.name))
+    loggers.append(Heartbeat(run_dir / HEARTBEAT_FILE))
     return loggers

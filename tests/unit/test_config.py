@@ -207,3 +207,25 @@ def test_an_empty_or_non_utf8_config_file_is_refused(tmp_path: Path) -> None:
 def test_an_unknown_component_says_how_to_make_a_notebook_registration_visible() -> None:
     with pytest.raises(ConfigError, match="listed under `imports:`"):
         load_config(None, ["model.name=seed_linear"])
+
+
+def test_tracker_loggers_are_off_by_default_and_take_a_short_flag() -> None:
+    from brickwork.config import load_config
+
+    config = load_config(None, check_components=False)
+    assert not config.loggers.wandb.enabled and not config.loggers.mlflow.enabled
+    short = load_config(None, ["loggers.mlflow=true"], check_components=False)
+    assert short.loggers.mlflow.enabled and short.loggers.mlflow.log_model
+
+
+def test_a_typo_in_a_tracker_key_names_the_key_and_the_nearest_valid_one() -> None:
+    import pytest
+
+    from brickwork.config import load_config
+    from brickwork.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["loggers.wandb.projet=x"], check_components=False)
+    assert "loggers.wandb.projet" in str(error.value) and "loggers.wandb.project" in str(
+        error.value
+    )

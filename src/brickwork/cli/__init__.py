@@ -28,6 +28,9 @@ COMMANDS = {
     "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
     "tune": ("brickwork.cli.tune", "search hyperparameters: Optuna here, Ray Tune on a cluster"),
     "doctor": ("brickwork.cli.doctor", "check a config, the machine and a few real steps"),
+    "runs": ("brickwork.cli.runs", "list runs as a table (filter, sort, JSON), or diff two runs"),
+    "board": ("brickwork.cli.board", "serve TensorBoard over a runs folder on 127.0.0.1"),
+    "report": ("brickwork.cli.report", "write an HTML report of runs or a study, with figures"),
 }
 
 
