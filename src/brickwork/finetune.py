@@ -7,7 +7,7 @@ Everything here is driven by the config's `finetune:` section:
       frozen_bn_eval: true             # frozen BatchNorm keeps its running statistics
       unfreeze: [{at_epoch: 3, modules: ["layer4.*"]}]
       lr_mult: {backbone: 0.1}         # or any pattern; the first matching key wins
-      layer_decay: 0.75                # timm models with layer groups (group_matcher)
+      layer_decay: 0.75                # timm layer groups, or hf/ encoder layers
 
 Names are parameter names as in `model.named_parameters()`. A pattern (fnmatch, `*`
 crosses dots) selects a parameter when it matches the full name or any module prefix of
@@ -35,6 +35,7 @@ from torch.optim import Optimizer
 
 from brickwork.errors import ConfigError
 from brickwork.models.anatomy import find_head, unwrap_model
+from brickwork.models.huggingface import encoder_layer_index, transformer_of
 from brickwork.registry import suggest
 
 if TYPE_CHECKING:
@@ -218,19 +219,42 @@ def add_param_group(
 
 
 def _layer_decay_scales(model: nn.Module, decay: float) -> dict[str, float]:
-    """timm's layer-wise decay: scale `decay ** (last_layer - layer)` per layer group."""
+    """timm's layer-wise decay: scale `decay ** (last_layer - layer)` per layer group.
+
+    A Hugging Face Transformer has no timm groups: its layers are the embeddings (0),
+    encoder layer i (i + 1), and the head with whatever follows the last layer.
+    """
     model = unwrap_model(model)
     group_matcher = getattr(model, "group_matcher", None)
+    if not callable(group_matcher) and transformer_of(model) is not None:
+        return _transformer_layer_scales(model, decay)
     if not callable(group_matcher):
         raise ConfigError(
             f"finetune.layer_decay: {type(model).__name__} defines no layer groups "
-            "(timm's group_matcher); use a timm/ model or finetune.lr_mult instead"
+            "(timm's group_matcher); use a timm/ or hf/ model, or finetune.lr_mult instead"
         )
     from timm.models import group_parameters
 
     layer_of = group_parameters(model, group_matcher(coarse=False), reverse=True)
     last = max(layer_of.values())
     return {name: decay ** (last - layer) for name, layer in layer_of.items()}
+
+
+def _transformer_layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    """Encoder layer indices: embeddings decay most, the head and the pooler not at all."""
+    names = [name for name, _ in model.named_parameters()]
+    indices = {name: encoder_layer_index(name) for name in names}
+    last = max((i for i in indices.values() if i is not None), default=-1) + 2
+    head = find_head(model)
+
+    def layer(name: str) -> int:
+        index = indices[name]
+        if index is not None:
+            return index + 1
+        in_head = any(_matches(name, h) for h in head)
+        return 0 if "embed" in name and not in_head else last
+
+    return {name: decay ** (last - layer(name)) for name in names}
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from brickwork.batch import move_to_device, split_batch
+from brickwork.batch import call_model, logits_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
 from brickwork.config import load_config
 from brickwork.errors import CheckpointError, DataError
 from brickwork.loop import evaluate_loader
 from brickwork.models.anatomy import unwrap_model
+from brickwork.models.huggingface import use_run_model_files
 from brickwork.run import run_dir_of
 
 
@@ -32,6 +33,7 @@ def load_trained(run_dir: Path, checkpoint: str = "best") -> tuple[Components, P
         )
     config = load_config(Path(run_dir) / "config.yaml")
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
+    use_run_model_files(config.model, Path(run_dir))  # hf/: the run's copy of config, tokenizer
     location = Path(checkpoint) if checkpoint not in ("best", "last") else Path(run_dir)
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
     verify_checkpoint(folder)
@@ -99,7 +101,8 @@ def _predict_loader(
     probabilities, targets = [], []
     for batch in loader:
         inputs, target = split_batch(move_to_device(batch, parts.device))
-        probabilities.append(torch.softmax(parts.model(inputs).float(), dim=1))
+        logits = logits_of(call_model(parts.model, inputs))
+        probabilities.append(torch.softmax(logits.float(), dim=1))
         if target is not None:
             targets.append(target)
     probs = torch.cat(probabilities)
