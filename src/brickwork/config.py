@@ -155,15 +155,6 @@ class FinetuneConfig(_Section):
         None, description="LoRA adapters (needs peft: brickwork[hf]); null: train the weights"
     )
 
-    @model_validator(mode="after")
-    def _lora_keeps_its_adapters(self) -> FinetuneConfig:
-        if self.lora is not None and self.freeze == "backbone":
-            raise ValueError(
-                "freeze: backbone with lora would freeze the adapters too; LoRA already "
-                "freezes the base model, so drop finetune.freeze"
-            )
-        return self
-
     @property
     def active(self) -> bool:
         """Whether any of it changes the default (all trainable, one LR)."""

@@ -12,8 +12,9 @@ Everything here is driven by the config's `finetune:` section:
 Names are parameter names as in `model.named_parameters()`. A pattern (fnmatch, `*`
 crosses dots) selects a parameter when it matches the full name or any module prefix of
 it, so `layer4` and `layer4.*` both select all of `layer4`. `backbone` means every
-parameter outside the classifier head, and `head` the head, found the timm way
-(`get_classifier()`, then the `classifier` named in `pretrained_cfg`).
+parameter outside the classifier head (LoRA adapters excepted: they are new, not
+pretrained), and `head` the head, found the timm way (`get_classifier()`, then the
+`classifier` named in `pretrained_cfg`) or Hugging Face's (outside the base model).
 
 Freezing happens before the optimizer is built (`build_param_groups`). The `Finetune`
 callback then unfreezes on schedule: newly trainable parameters join the optimizer as new
@@ -57,6 +58,8 @@ def match_parameters(model: nn.Module, patterns: Iterable[str], key: str) -> lis
         if pattern == "backbone" or pattern == "head":
             head = find_head(model)
             hits = {n for n in names if any(_matches(n, h) for h in head) == (pattern == "head")}
+            if pattern == "backbone":  # the pretrained weights: LoRA's new adapters are not
+                hits = {n for n in hits if ".lora_" not in n}
         else:
             hits = {n for n in names if _matches(n, pattern)}
         if not hits:

@@ -156,6 +156,50 @@ def test_lora_resume_after_a_stop_matches_the_uninterrupted_run(
     assert_same_state(whole, resumed)
 
 
+_KILLED_RUN = """
+import json, os, signal, sys
+import brickwork
+
+class KillAtStep:
+    def on_step_end(self, state, logs):
+        if state.step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)  # no handler, no final save
+
+brickwork.fit(json.loads(sys.argv[1]), run_dir="split", callbacks=[KillAtStep()])
+"""
+
+
+def test_lora_resume_after_a_kill_matches_the_uninterrupted_run(
+    tiny_bert: Path, topics: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = _load(hf_config(tiny_bert, topics), [LORA, "checkpoint.every_n_steps=2"])
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, json.dumps(config.to_dict())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert json.loads(Path("split/summary.json").read_text())["status"] == "running"
+    fit(None, resume="split")
+    fit(config, run_dir="whole")
+    assert_same_state(final_state(Path("whole")), final_state(Path("split")))
+
+
+def test_example_config_is_valid() -> None:
+    from brickwork.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "examples" / "hf_text" / "finetune.yaml")
+    assert config.data.kwargs["tokenizer"] == "model" and config.model.name == "hf/pretrained"
+
+
 def test_hf_export_loads_in_plain_transformers_with_the_checkpoints_logits(
     tiny_bert: Path, topics: Path
 ) -> None:

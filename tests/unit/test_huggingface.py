@@ -51,8 +51,12 @@ def test_lora_on_a_missing_layer_lists_the_linear_layers(tiny_bert: Path) -> Non
     assert "did you mean `query`?" in message and "value" in message
 
 
-def test_lora_with_a_frozen_backbone_is_refused_in_the_config() -> None:
-    from brickwork.config import load_config
+def test_freezing_the_backbone_under_lora_keeps_the_adapters_trainable(tiny_bert: Path) -> None:
+    from brickwork.finetune import freeze_parameters
 
-    with pytest.raises(ConfigError, match=r"drop finetune\.freeze"):
-        load_config(None, ["finetune.freeze=backbone", "finetune.lora={r: 4}"])
+    model = apply_lora(build_hf_model(str(tiny_bert), num_classes=3), LoraConfig(r=2))
+    before = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen = freeze_parameters(model, FinetuneConfig(freeze="backbone", lora=LoraConfig(r=2)))
+    after = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert after == before and any(".lora_A." in n for n in after)
+    assert "base_model.model.bert.embeddings.word_embeddings.weight" in frozen
