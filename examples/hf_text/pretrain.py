@@ -33,7 +33,7 @@ def train_tokenizer(corpus: list[str], folder: Path) -> object:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(
-        corpus, trainers.WordPieceTrainer(vocab_size=4000, special_tokens=specials)
+        corpus, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials)
     )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -101,4 +101,4 @@ def main(work: Path, minutes: float) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 4.0)
+    main(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 12.0)

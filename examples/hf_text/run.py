@@ -1,6 +1,6 @@
 """Pre-train a tiny masked language model, then fine-tune it against the same model from scratch.
 
-    python examples/hf_text/run.py [WORK_DIR] [MINUTES]   # default: a fresh /tmp folder, 4
+    python examples/hf_text/run.py [WORK_DIR] [MINUTES]   # default: a fresh /tmp folder, 12
 
 Writes the corpus and the labelled task (corpus.py), pre-trains a BERT for MINUTES
 (pretrain.py), then runs `brickwork train finetune.yaml` through the CLI, as a user
@@ -66,4 +66,4 @@ def main(work: Path, minutes: float) -> None:
 
 if __name__ == "__main__":
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hf-text-"))
-    main(work.resolve(), float(sys.argv[2]) if len(sys.argv) > 2 else 4.0)
+    main(work.resolve(), float(sys.argv[2]) if len(sys.argv) > 2 else 12.0)

@@ -274,3 +274,65 @@ def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(
         assert "\n" not in line and "no-such-org/tiny-model" in line
         assert "save_pretrained('models/tiny-model')" in line
         assert "set model.name: hf/models/tiny-model" in line
+
+
+def test_accumulation_and_dynamic_padding_match_one_large_batch(
+    tiny_bert: Path, topics: Path
+) -> None:
+    """Two micro-batches of 4 (each padded to its own longest) equal one batch of 8."""
+    no_dropout = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
+    runs = {}
+    for name, batching in {
+        "one": ["data.batch_size=8"],
+        "accumulated": ["data.batch_size=4", "trainer.accumulate_grad_batches=2"],
+    }.items():
+        weights = Weights()
+        config = _load(hf_config(tiny_bert, topics, max_epochs=1), [*no_dropout, *batching])
+        fit(config, run_dir=name, callbacks=[weights])
+        runs[name] = weights.end
+    assert runs["one"].keys() == runs["accumulated"].keys()
+    for key, tensor in runs["one"].items():
+        assert torch.allclose(tensor, runs["accumulated"][key], atol=1e-5), key
+
+
+def test_bf16_autocast_trains_on_the_output_object(tiny_bert: Path, topics: Path) -> None:
+    config = _load(hf_config(tiny_bert, topics, max_epochs=1), ["trainer.precision=bf16"])
+    summary = fit(config, run_dir="run")
+    assert summary["status"] == "completed"
+    assert torch.isfinite(torch.tensor(summary["final"]["val/loss"]))
+
+
+def test_an_hf_image_model_trains_on_image_data(tmp_path: Path) -> None:
+    """`hf/` with image data builds AutoModelForImageClassification (a tiny ViT on digits)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    folder = tmp_path / "tiny-vit"
+    vit = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    ViTForImageClassification(vit).save_pretrained(folder)
+    weights = Weights()
+    overrides = [
+        "trainer.max_steps=3",
+        "trainer.test_after_fit=false",
+        "loggers.progress_bar=false",
+        "loggers.tensorboard.enabled=false",
+        f"model.name=hf/{folder}",
+        "model.pretrained=true",
+        "finetune.freeze=backbone",
+    ]
+    summary = fit(None, overrides=overrides, run_dir="run", callbacks=[weights])
+    assert summary["status"] == "completed"
+    assert {n for n, flag in weights.trainable.items() if flag} == {
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert weights.end["classifier.weight"].shape == (10, 16)
+    assert weights.changed("classifier.weight")
+    assert not weights.changed("vit.embeddings.patch_embeddings.projection.weight")
