@@ -1,6 +1,6 @@
 """Pre-train a tiny masked language model, then fine-tune it against the same model from scratch.
 
-    python examples/hf_text/run.py [WORK_DIR] [MINUTES]   # default: a fresh /tmp folder, 12
+    python examples/hf_text/run.py [WORK_DIR] [MINUTES]   # default: a fresh /tmp folder, 12 minutes
 
 Writes the corpus and the labelled task (corpus.py), pre-trains a BERT for MINUTES
 (pretrain.py), then runs `brickwork train finetune.yaml` through the CLI, as a user
