@@ -63,3 +63,12 @@ def run_cli(
 
 # The same, with the MLP instead of the CNN (no BatchNorm; dropout set per test).
 FAST_MLP = [o for o in FAST if not o.startswith("model.")] + ["model.name=mlp"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT and its WordPiece tokenizer saved with save_pretrained (built once)."""
+    pytest.importorskip("transformers")
+    from tests.hf_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")

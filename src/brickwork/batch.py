@@ -15,6 +15,34 @@ import torch
 Batch = Any
 
 
+class ModelKwargs(dict[str, Any]):
+    """Inputs a model takes as keyword arguments, `model(**inputs)`: what a Hugging Face
+    model wants (`input_ids=`, `attention_mask=`, `token_type_ids=`).
+
+    A plain dict stays one positional argument (brickwork's own text models take the
+    whole dict), so the batch itself says how the model is called.
+    """
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """`model(**inputs)` for `ModelKwargs`, else `model(inputs)`."""
+    return model(**inputs) if isinstance(inputs, ModelKwargs) else model(inputs)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The class scores in a model's output: the tensor itself, or its `logits` (a Hugging
+    Face `ModelOutput`)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise TypeError(
+        f"the model returned {type(output).__name__}, neither a tensor of logits nor an object "
+        "with .logits; return logits, or pass fit(compute_loss=...) to read the output yourself"
+    )
+
+
 def split_batch(batch: Batch) -> tuple[Any, Any]:
     """`(inputs, targets)` from a tuple/list batch or a dict with `input` and `target`."""
     if isinstance(batch, Mapping):
@@ -47,7 +75,10 @@ def move_to_device(
             return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()}
+        moved = {
+            k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()
+        }
+        return ModelKwargs(moved) if isinstance(batch, ModelKwargs) else moved
     if isinstance(batch, list | tuple):
         return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
     return batch

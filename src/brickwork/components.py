@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from brickwork.batch import Batch, split_batch
+from brickwork.batch import Batch, call_model, logits_of, split_batch
 from brickwork.config import Config
 from brickwork.data import DataBundle, build_data, build_dataloader
 from brickwork.errors import ConfigError
@@ -31,6 +31,9 @@ ComputeLoss = Callable[[nn.Module, Batch], StepOutput]
 class SupervisedStep:
     """The default `compute_loss`: `(inputs, targets)` in, logits and loss out.
 
+    The model may return logits or an object holding them (a Hugging Face
+    `SequenceClassifierOutput`); `ModelKwargs` inputs are passed as keyword arguments.
+
     Replace it with any `compute_loss(model, batch) -> {"loss": ..., ...}`; include
     `preds` and `target` to have metrics updated.
     """
@@ -40,7 +43,7 @@ class SupervisedStep:
 
     def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
         inputs, targets = split_batch(batch)
-        logits = model(inputs)  # (B, num_classes)
+        logits = logits_of(call_model(model, inputs))  # (B, num_classes)
         return {"loss": self.loss_fn(logits, targets), "preds": logits, "target": targets}
 
 
@@ -72,7 +75,7 @@ def build_components(
     from brickwork.metrics import build_metrics
 
     data = build_data(config)
-    model = build_model(config.model, data).to(device)
+    model = build_model(config.model, data, config.finetune.lora).to(device)
     loss_fn = build_loss(
         config.loss.name,
         config.loss.kwargs,

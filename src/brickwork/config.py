@@ -114,7 +114,8 @@ class ModelConfig(Component):
         None, description="re-initialise conv/linear weights (biases zero); null keeps defaults"
     )
     pretrained: bool | str = Field(
-        False, description="true: hub weights (timm/torchvision); a path: a local weights file"
+        False,
+        description="true: hub weights (timm/torchvision) or the hf/ folder's; a path: a file",
     )
 
 
@@ -150,6 +151,19 @@ class UnfreezeStage(_Section):
     modules: list[str] = Field(min_length=1)
 
 
+class LoraConfig(_Section):
+    """Low-rank adapters (PEFT's LoRA) on the named linear layers; the head trains in full."""
+
+    r: PositiveInt = Field(8, description="rank of each adapter")
+    alpha: PositiveInt = Field(16, description="scaling numerator: updates are x alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] = Field(
+        ["query", "value"],
+        min_length=1,
+        description="names (last part) of the linear layers that get adapters",
+    )
+
+
 class FinetuneConfig(_Section):
     """Freezing, gradual unfreezing and per-group learning rates (see brickwork.finetune)."""
 
@@ -162,7 +176,13 @@ class FinetuneConfig(_Section):
         {}, description="pattern (or 'backbone'/'head') -> multiplier of optimizer.lr"
     )
     layer_decay: float | None = Field(
-        None, gt=0, le=1, description="timm layer-wise LR decay per layer group from the head"
+        None,
+        gt=0,
+        le=1,
+        description="layer-wise LR decay from the head (timm groups, hf/ encoder layers)",
+    )
+    lora: LoraConfig | None = Field(
+        None, description="LoRA adapters (needs peft: brickwork[hf]); null: train the weights"
     )
 
     @property

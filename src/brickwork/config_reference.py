@@ -33,10 +33,11 @@ DESCRIPTIONS: dict[str, str] = {
     "data.drop_last": "drop the last incomplete training batch",
     "data.sampler": "default, or weighted: seeded class-balanced draws with replacement",
     "model.name": "model (`cnn`, `mlp`, `text_rnn`, `text_transformer`, `timm/<name>`, "
-    "`torchvision/<name>`, or one you register); its arguments sit beside it",
+    "`torchvision/<name>`, `hf/<folder or hub id>`, or one you register); its arguments sit "
+    "beside it",
     "model.init": "re-initialise conv/linear weights: kaiming, xavier, orthogonal; null keeps",
-    "model.pretrained": "true: timm/torchvision hub weights; a path: a local .safetensors, "
-    ".pth or checkpoint folder",
+    "model.pretrained": "true: timm/torchvision hub weights, or the hf/ folder's own; a path: "
+    "a local .safetensors, .pth or checkpoint folder",
     "optimizer.name": "sgd, adam, adamw (or one you register); other keys go to it",
     "optimizer.lr": "learning rate",
     "scheduler": "null for a constant LR",
@@ -47,7 +48,15 @@ DESCRIPTIONS: dict[str, str] = {
     "finetune.frozen_bn_eval": "keep BatchNorm layers whose parameters are all frozen in eval mode",
     "finetune.unfreeze": "list of {at_epoch, modules}: patterns that become trainable then",
     "finetune.lr_mult": "{pattern, backbone or head: multiplier of optimizer.lr}; first match wins",
-    "finetune.layer_decay": "timm layer-wise LR decay per layer group from the head; null: off",
+    "finetune.layer_decay": "layer-wise LR decay from the head: timm layer groups, or the "
+    "encoder layers of an hf/ Transformer; null: off",
+    "finetune.lora": "LoRA adapters through PEFT (`brickwork[hf]`): only adapters and head "
+    "train; null: off",
+    "finetune.lora.r": "rank of each adapter",
+    "finetune.lora.alpha": "scaling: the adapters' update is multiplied by alpha / r",
+    "finetune.lora.dropout": "dropout on the adapters' input",
+    "finetune.lora.target_modules": "last names of the linear layers that get adapters "
+    "(`query`, `value`, ...)",
     "metrics": "list of names or {name, ...arguments}: accuracy, f1_macro, top_k_accuracy (top_k)",
     "trainer.max_epochs": "stop after this many epochs",
     "trainer.max_steps": "stop after this many optimizer steps (whichever comes first)",

@@ -1,4 +1,5 @@
-"""Export a trained run's model for deployment: safetensors, TorchScript or ONNX.
+"""Export a trained run's model for deployment: safetensors, TorchScript, ONNX or a
+Hugging Face folder.
 
 Each export rebuilds the model from the run's `config.yaml`, loads the chosen
 checkpoint's weights (safetensors, no pickle), writes the file, then loads the file
@@ -6,6 +7,11 @@ back and checks it gives the same outputs on a validation sample, so a broken
 export fails here rather than in production.
 
     brickwork export runs/digits-cnn/20260101-120000 --format onnx
+
+`--format hf` (for `hf/` models) writes a folder that plain
+`AutoModelForSequenceClassification.from_pretrained` and `AutoTokenizer.from_pretrained`
+load without brickwork, LoRA adapters merged into the weights; it is checked by loading
+it back through transformers' Auto classes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ FORMATS = {
     "safetensors": "model.safetensors",
     "torchscript": "model.torchscript.pt",
     "onnx": "model.onnx",
+    "hf": "hf",
 }
+EXPORT_MARKER = "brickwork_export.json"  # marks a folder `--format hf` may replace
 
 
 def export_run(
@@ -68,6 +76,9 @@ def _export(
         refuse_to_replace(target, "--output", force or owned)
     parts, folder = load_trained(Path(run_dir), checkpoint)
     model = unwrap_model(parts.model).eval()
+    if format == "hf":
+        gap = _to_hf_folder(model, parts, path, folder)
+        return {"path": str(path), "format": format, "checkpoint": str(folder), "max_abs_diff": gap}
     example = _example_input(parts).to(parts.device)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +98,10 @@ def _example_input(parts: Any) -> torch.Tensor:
     sample = parts.data.val[0]
     inputs = sample[0] if isinstance(sample, tuple | list) else sample
     if not isinstance(inputs, torch.Tensor):
-        raise ConfigError("export needs a dataset whose samples are (tensor, target) pairs")
+        raise ConfigError(
+            "export: this format needs a dataset whose samples are (tensor, target) pairs; "
+            "for an hf/ model use --format hf"
+        )
     return inputs.unsqueeze(0)  # (1, ...) a batch of one
 
 
@@ -131,3 +145,81 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path, run: Path) -> 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (result,) = session.run(None, {"input": example.cpu().numpy()})
     return torch.from_numpy(result)
+
+
+def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) -> float:
+    """save_pretrained (LoRA merged) plus the tokenizer; returns the logits' largest gap.
+
+    Written to a temporary folder and renamed, so `path` is never half-written; an
+    existing folder is replaced only when an earlier export wrote it.
+    """
+    import json
+    import os
+
+    from brickwork.batch import logits_of
+    from brickwork.models.huggingface import merge_lora, transformer_of
+
+    if transformer_of(model) is None:
+        raise ConfigError(
+            f"--format hf: the run's model is {type(model).__name__}, not an hf/ model; "
+            "use --format safetensors, torchscript or onnx"
+        )
+    occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    if occupied and not (path / EXPORT_MARKER).is_file():
+        raise ConfigError(
+            f"--output {path}: exists and was not written by brickwork export; choose a new folder"
+        )
+    inputs = _example_batch(parts)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.mkdir(parents=True, exist_ok=True)
+        merge_lora(model).save_pretrained(temporary)  # type: ignore[operator]
+        tokenizer = parts.data.extra.get("tokenizer")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(temporary)
+        with torch.no_grad():
+            expected = logits_of(model(**inputs))
+            actual = logits_of(_load_auto(temporary, model)(**inputs))
+        gap = float((actual.float().cpu() - expected.float().cpu()).abs().max())
+        if gap > 1e-4:
+            raise RuntimeError(f"exported hf model differs from the trained one by {gap:.3g}")
+        marker = {"checkpoint": str(checkpoint), "max_abs_diff": gap}
+        (temporary / EXPORT_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ConfigError(f"--output {path}: cannot write it ({error.strerror})") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return gap
+
+
+def _example_batch(parts: Any) -> dict[str, torch.Tensor]:
+    """A few validation samples, collated and on the model's device (keyword inputs)."""
+    from torch.utils.data import default_collate
+
+    from brickwork.batch import move_to_device, split_batch
+
+    dataset = parts.data.val
+    samples = [dataset[i] for i in range(min(4, len(dataset)))]
+    inputs, _ = split_batch((parts.data.collate_fn or default_collate)(samples))
+    if isinstance(inputs, torch.Tensor):  # images: the Auto image classes take pixel_values
+        inputs = {"pixel_values": inputs}
+    if not isinstance(inputs, dict):
+        raise ConfigError("--format hf: the data give no keyword inputs; use data.tokenizer: model")
+    return dict(move_to_device(inputs, parts.device))
+
+
+def _load_auto(folder: Path, model: nn.Module) -> nn.Module:
+    """The exported folder through transformers' Auto class for the task: no brickwork."""
+    import transformers
+
+    text = getattr(model, "main_input_name", "input_ids") == "input_ids"
+    auto = (
+        transformers.AutoModelForSequenceClassification
+        if text
+        else transformers.AutoModelForImageClassification
+    )
+    device = next(model.parameters()).device
+    return auto.from_pretrained(str(folder)).to(device).eval()

@@ -7,13 +7,14 @@ Everything here is driven by the config's `finetune:` section:
       frozen_bn_eval: true             # frozen BatchNorm keeps its running statistics
       unfreeze: [{at_epoch: 3, modules: ["layer4.*"]}]
       lr_mult: {backbone: 0.1}         # or any pattern; the first matching key wins
-      layer_decay: 0.75                # timm models with layer groups (group_matcher)
+      layer_decay: 0.75                # timm layer groups, or hf/ encoder layers
 
 Names are parameter names as in `model.named_parameters()`. A pattern (fnmatch, `*`
 crosses dots) selects a parameter when it matches the full name or any module prefix of
 it, so `layer4` and `layer4.*` both select all of `layer4`. `backbone` means every
-parameter outside the classifier head, and `head` the head, found the timm way
-(`get_classifier()`, then the `classifier` named in `pretrained_cfg`).
+parameter outside the classifier head (LoRA adapters excepted: they are new, not
+pretrained), and `head` the head, found the timm way (`get_classifier()`, then the
+`classifier` named in `pretrained_cfg`) or Hugging Face's (outside the base model).
 
 Freezing happens before the optimizer is built (`build_param_groups`). The `Finetune`
 callback then unfreezes on schedule: newly trainable parameters join the optimizer as new
@@ -35,6 +36,7 @@ from torch.optim import Optimizer
 
 from brickwork.errors import ConfigError
 from brickwork.models.anatomy import find_head, unwrap_model
+from brickwork.models.huggingface import encoder_layer_index, transformer_of
 from brickwork.registry import suggest
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ def match_parameters(model: nn.Module, patterns: Iterable[str], key: str) -> lis
         if pattern == "backbone" or pattern == "head":
             head = find_head(model)
             hits = {n for n in names if any(_matches(n, h) for h in head) == (pattern == "head")}
+            if pattern == "backbone":  # the pretrained weights: LoRA's new adapters are not
+                hits = {n for n in hits if ".lora_" not in n}
         else:
             hits = {n for n in names if _matches(n, pattern)}
         if not hits:
@@ -230,19 +234,42 @@ def add_param_group(
 
 
 def _layer_decay_scales(model: nn.Module, decay: float) -> dict[str, float]:
-    """timm's layer-wise decay: scale `decay ** (last_layer - layer)` per layer group."""
+    """timm's layer-wise decay: scale `decay ** (last_layer - layer)` per layer group.
+
+    A Hugging Face Transformer has no timm groups: its layers are the embeddings (0),
+    encoder layer i (i + 1), and the head with whatever follows the last layer.
+    """
     model = unwrap_model(model)
     group_matcher = getattr(model, "group_matcher", None)
+    if not callable(group_matcher) and transformer_of(model) is not None:
+        return _transformer_layer_scales(model, decay)
     if not callable(group_matcher):
         raise ConfigError(
             f"finetune.layer_decay: {type(model).__name__} defines no layer groups "
-            "(timm's group_matcher); use a timm/ model or finetune.lr_mult instead"
+            "(timm's group_matcher); use a timm/ or hf/ model, or finetune.lr_mult instead"
         )
     from timm.models import group_parameters
 
     layer_of = group_parameters(model, group_matcher(coarse=False), reverse=True)
     last = max(layer_of.values())
     return {name: decay ** (last - layer) for name, layer in layer_of.items()}
+
+
+def _transformer_layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    """Encoder layer indices: embeddings decay most, the head and the pooler not at all."""
+    names = [name for name, _ in model.named_parameters()]
+    indices = {name: encoder_layer_index(name) for name in names}
+    last = max((i for i in indices.values() if i is not None), default=-1) + 2
+    head = find_head(model)
+
+    def layer(name: str) -> int:
+        index = indices[name]
+        if index is not None:
+            return index + 1
+        in_head = any(_matches(name, h) for h in head)
+        return 0 if "embed" in name and not in_head else last
+
+    return {name: decay ** (last - layer(name)) for name in names}
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from brickwork.batch import move_to_device, split_batch
+from brickwork.batch import call_model, logits_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
 from brickwork.config import load_config
@@ -30,6 +30,7 @@ from brickwork.errors import CheckpointError, ConfigError, DataError
 from brickwork.files import refuse_to_replace
 from brickwork.loop import evaluate_loader
 from brickwork.models.anatomy import unwrap_model
+from brickwork.models.huggingface import use_run_model_files
 from brickwork.run import run_dir_of
 
 # Keys that change how a trained model is used, not what it is.
@@ -49,6 +50,7 @@ def load_trained(
     _check_inference_overrides(overrides)
     config = load_config(run_dir / "config.yaml", overrides)
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
+    use_run_model_files(config.model, run_dir)  # hf/: the run's copy of config, tokenizer
     location = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
     verify_checkpoint(folder)
@@ -228,7 +230,8 @@ def _predict_loader(
     probabilities, targets = [], []
     for batch in loader:
         inputs, target = split_batch(move_to_device(batch, parts.device))
-        probabilities.append(torch.softmax(parts.model(inputs).float(), dim=1))
+        logits = logits_of(call_model(parts.model, inputs))
+        probabilities.append(torch.softmax(logits.float(), dim=1))
         if target is not None:
             targets.append(target)
     probs = torch.cat(probabilities)

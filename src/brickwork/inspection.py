@@ -8,7 +8,7 @@ parameter count, whether it is trainable or frozen, and its output shape.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from brickwork.batch import split_batch
@@ -34,9 +34,11 @@ class ModelInspection:
     title: str
     rows: list[ModuleRow]
     totals: dict[str, int]
+    notes: list[str] = field(default_factory=list)  # e.g. the LoRA adapters
 
     def __str__(self) -> str:
-        return f"{self.title}\n{format_summary(self.rows, self.totals)}"
+        notes = "".join(f"\n{note}" for note in self.notes)
+        return f"{self.title}\n{format_summary(self.rows, self.totals)}{notes}"
 
 
 def inspect_model(
@@ -48,14 +50,16 @@ def inspect_model(
         >>> print(brickwork.inspect_model("configs/digits.yaml", ["model.name=mlp"], depth=1))
     """
     from brickwork.finetune import freeze_parameters
+    from brickwork.models.huggingface import describe_adapters
 
     resolved = resolve_training(config, overrides).config
     seed_everything(resolved.seed)
     data = build_data(resolved)
-    model = build_model(resolved.model, data)
+    model = build_model(resolved.model, data, resolved.finetune.lora)
     freeze_parameters(model, resolved.finetune)
     loader = build_split_loader(resolved, data, "train")
     inputs, _ = split_batch(next(iter(loader)))
     rows = summarize_model(model, inputs, depth=depth)
     title = f"{resolved.model.name} on {resolved.data.name}: one batch of {describe_shape(inputs)}"
-    return ModelInspection(title, rows, parameter_totals(model))
+    adapters = describe_adapters(model)
+    return ModelInspection(title, rows, parameter_totals(model), [adapters] if adapters else [])

@@ -63,6 +63,7 @@ from brickwork.distributed import (
 from brickwork.errors import CheckpointError, ConfigError
 from brickwork.loggers import Logger, build_loggers
 from brickwork.memory import OutOfMemoryRecovery
+from brickwork.models import save_model_files
 from brickwork.models.anatomy import unwrap_model
 from brickwork.nonfinite import NonFiniteGuard
 from brickwork.optim import Schedule
@@ -355,6 +356,7 @@ def _build_training(
     parts = build_components(config, device, compute_loss)
     if main:
         save_data_facts(parts.data, run.directory / "data.json")
+        save_model_files(parts.model, parts.data, run.directory)  # hf/: config, tokenizer
     seed_rank(config.seed)
     if trainer.channels_last:
         parts.model.to(memory_format=torch.channels_last)

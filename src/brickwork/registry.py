@@ -28,7 +28,12 @@ KINDS = ("model", "dataset", "optimizer", "scheduler", "loss", "metric", "callba
 
 # Modules whose import registers the built-ins of each kind.
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
-    "model": ("brickwork.models.basic", "brickwork.models.text", "brickwork.models.zoo"),
+    "model": (
+        "brickwork.models.basic",
+        "brickwork.models.text",
+        "brickwork.models.zoo",
+        "brickwork.models.huggingface",
+    ),
     "dataset": (
         "brickwork.data.digits",
         "brickwork.data.image_folder",
@@ -133,6 +138,8 @@ def build(
         raise ConfigError(f"{kind} '{name}': {error}; check that section of the config") from None
     try:
         return factory(*args, **call)
+    except ConfigError:
+        raise  # already one line that names the key and the fix
     except ValueError as error:
         raise ConfigError(f"{kind} '{name}': {error}; check that section of the config") from None
 

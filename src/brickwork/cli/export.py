@@ -1,4 +1,4 @@
-"""`brickwork export RUN_DIR --format safetensors|torchscript|onnx`: a deployable model file."""
+"""`brickwork export RUN_DIR --format safetensors|torchscript|onnx|hf`: a deployable model."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument(
-        "--format", default="safetensors", choices=["safetensors", "torchscript", "onnx"]
+        "--format", default="safetensors", choices=["safetensors", "torchscript", "onnx", "hf"]
     )
-    parser.add_argument("--output", type=Path, help="the file to write (default: RUN_DIR/export/)")
+    parser.add_argument(
+        "--output", type=Path, help="the file (hf: the folder) to write (default: RUN_DIR/export/)"
+    )
     parser.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
     parser.add_argument(
         "--force", action="store_true", help="replace existing files at --output (and config.yaml)"

@@ -84,9 +84,8 @@ def _is_json(value: Any) -> bool:
 
 def build_data(config: Config) -> DataBundle:
     """Build the dataset named by `config.data.name` with its keyword arguments."""
-    bundle = registry.build(
-        "dataset", config.data.name, config.data.kwargs, provided={"seed": config.seed}
-    )
+    facts = {"seed": config.seed, "model_name": config.model.name}
+    bundle = registry.build("dataset", config.data.name, config.data.kwargs, provided=facts)
     if not isinstance(bundle, DataBundle):
         raise TypeError(
             f"dataset '{config.data.name}' returned {type(bundle).__name__}; "

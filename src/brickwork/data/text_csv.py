@@ -5,7 +5,7 @@
       csv: data/reviews.csv
       text_column: text
       label_column: label
-      tokenizer: whitespace        # whitespace | characters | hf:<name or local folder>
+      tokenizer: whitespace        # whitespace | characters | model | hf:<name or folder>
       lowercase: true
       max_length: 256              # longer texts are cut
       min_freq: 1                  # rarer tokens become <unk>
@@ -17,6 +17,10 @@ written to the run's `data.json`. `hf:` uses a Hugging Face tokenizer when
 `transformers` is installed (offline: a local folder). Batches are
 `({"tokens": (B, T), "lengths": (B,), "mask": (B, T)}, targets)`, padded to the
 longest sequence in the batch by `pad_collate`.
+
+`tokenizer: model` pairs with `model.name: hf/<folder or hub id>`: the model's own
+tokenizer, and batches of its own fields (`input_ids`, `attention_mask`, ...) padded per
+batch and passed to the model as keyword arguments (`brickwork.data.hf_tokenizer`).
 """
 
 from __future__ import annotations
@@ -57,11 +61,13 @@ def build_text_csv(
     test_fraction: float = 0.0,
     unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = "NFC",
     seed: int = 42,
+    model_name: str | None = None,
 ) -> DataBundle:
     """Token-id sequences and labels; vocabulary from the training split.
 
     Text is Unicode-normalised first (NFC by default), so the same sentence typed on
     another system (Korean or accented letters composed or not) gets the same tokens.
+    `model_name` is filled from `model.name`, for `tokenizer: model`.
     """
     normal = _normalizer(unicode_normalization)
     columns = [text_column, label_column]
@@ -84,9 +90,15 @@ def build_text_csv(
     splits = assemble_splits(labelled(rows, Path(csv)), sources, seed, read_file)
     texts = {split: [text for text, _ in items] for split, items in splits.items()}
     targets = {split: [label for _, label in items] for split, items in splits.items()}
-    encode, vocabulary, vocab_size = build_encoder(
-        tokenizer, texts["train"], lowercase, max_length, min_freq, max_vocab_size
-    )
+    collate: Callable[[Sequence[Any]], Any] = pad_collate
+    extra: dict[str, Any] = {}
+    if tokenizer == "model":
+        encode, collate, extra = _model_encoder(model_name, max_length)
+    else:
+        encode, vocabulary, vocab_size = build_encoder(
+            tokenizer, texts["train"], lowercase, max_length, min_freq, max_vocab_size
+        )
+        extra = {"vocab_size": vocab_size, "fitted": {"vocabulary": vocabulary}}
 
     def dataset(split: str) -> TokenSequences:
         return TokenSequences([encode(t) for t in texts[split]], targets[split])
@@ -105,16 +117,16 @@ def build_text_csv(
         num_classes=len(label_names),
         label_names=label_names,
         train_targets=torch.tensor(targets["train"], dtype=torch.long),
-        collate_fn=pad_collate,
+        collate_fn=collate,
         load_unlabeled=load_unlabeled,
-        extra={"vocab_size": vocab_size, "fitted": {"vocabulary": vocabulary}},
+        extra=extra,
     )
 
 
 class TokenSequences(Dataset[Any]):
     """Token-id tensors with labels (or without, for `predict`)."""
 
-    def __init__(self, sequences: list[torch.Tensor], targets: list[int] | None) -> None:
+    def __init__(self, sequences: Sequence[Any], targets: list[int] | None) -> None:
         self.sequences, self.targets = sequences, targets
 
     def __len__(self) -> int:
@@ -191,23 +203,38 @@ def _splitter(tokenizer: str) -> Callable[[str], list[str]]:
 
 
 def _hf_encoder(name: str, max_length: int) -> tuple[Callable[[str], torch.Tensor], list[str], int]:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise ConfigError(
-            f"data.tokenizer = 'hf:{name}' needs the transformers package; "
-            "pip install transformers, or use tokenizer: whitespace"
-        ) from None
-    try:
-        hf = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"data.tokenizer = 'hf:{name}': cannot load it ({str(error).splitlines()[0][:160]}); "
-            "offline, give the path of a folder saved with tokenizer.save_pretrained"
-        ) from None
+    from brickwork.data.hf_tokenizer import load_hf_tokenizer, normalize_text
+
+    hf = load_hf_tokenizer(name, f"data.tokenizer = 'hf:{name}'")
 
     def encode(text: str) -> torch.Tensor:
-        ids = hf(text, truncation=True, max_length=max_length)["input_ids"] or [UNK]
-        return torch.tensor(ids, dtype=torch.long)
+        ids = hf(normalize_text(text), truncation=True, max_length=max_length)["input_ids"]
+        return torch.tensor(ids or [UNK], dtype=torch.long)
 
     return encode, [], len(hf)
+
+
+def _model_encoder(
+    model_name: str | None, max_length: int
+) -> tuple[Callable[[str], Any], Callable[[Sequence[Any]], Any], dict[str, Any]]:
+    """The `hf/` model's own tokenizer: an encoder, a padding collate, and the tokenizer."""
+    from brickwork.data.hf_tokenizer import (
+        HFEncoder,
+        HFPadCollate,
+        check_max_length,
+        load_hf_tokenizer,
+    )
+
+    if model_name is None or not model_name.startswith("hf/"):
+        raise ConfigError(
+            f"data.tokenizer = 'model' takes the tokenizer of an hf/ model, and model.name is "
+            f"'{model_name}'; set model.name: hf/<folder or hub id>, or data.tokenizer: whitespace"
+        )
+    from brickwork.models.huggingface import offline_hint
+
+    source = model_name.removeprefix("hf/")
+    key = f"data.tokenizer = 'model' (model.name = {model_name})"
+    hint = "" if Path(source).is_dir() else offline_hint(source)
+    tokenizer = load_hf_tokenizer(source, key, hint)
+    check_max_length(tokenizer, source, max_length)
+    return HFEncoder(tokenizer, max_length), HFPadCollate(tokenizer), {"tokenizer": tokenizer}

@@ -4,6 +4,6 @@ A registered model factory may take `num_classes`, `input_shape` and `in_channel
 brickwork supplies them from the dataset unless the config sets them.
 """
 
-from brickwork.models.build import build_model, initialize_weights
+from brickwork.models.build import build_model, initialize_weights, save_model_files
 
-__all__ = ["build_model", "initialize_weights"]
+__all__ = ["build_model", "initialize_weights", "save_model_files"]

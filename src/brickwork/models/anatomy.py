@@ -31,7 +31,7 @@ _HEAD_ATTRIBUTES = ("head", "fc", "classifier", "heads")
 
 
 def find_head(model: nn.Module) -> list[str]:
-    """Module names of the classifier head, found the timm way, then by common names.
+    """Module names of the classifier head: the timm way, Hugging Face's, then common names.
 
     Example:
         >>> find_head(torchvision.models.resnet18())
@@ -44,6 +44,9 @@ def find_head(model: nn.Module) -> list[str]:
         head = get_classifier()
         if isinstance(head, nn.Module) and id(head) in names and _has_params(head):
             return [names[id(head)]]
+    hf_head = _transformer_head(model)
+    if hf_head:
+        return hf_head
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("classifier"):
         wanted = [cfg["classifier"]] if isinstance(cfg["classifier"], str) else cfg["classifier"]
@@ -61,6 +64,28 @@ def find_head(model: nn.Module) -> list[str]:
         f"finetune: cannot find the classifier head of {type(model).__name__}; "
         "name the modules to freeze instead, e.g. finetune.freeze: ['features.*']"
     )
+
+
+def _transformer_head(model: nn.Module) -> list[str]:
+    """A Hugging Face model's head: its children outside the base model (`bert`, ...).
+
+    That is `classifier` for BERT, `pre_classifier` and `classifier` for DistilBERT,
+    `score` for GPT-2 and Llama; under PEFT the names carry its `base_model.model.` prefix.
+    """
+    inner, prefix = model, ""
+    get_base_model = getattr(model, "get_base_model", None)
+    if callable(get_base_model):  # PEFT
+        inner = get_base_model()
+        names = {id(m): n for n, m in model.named_modules()}
+        prefix = f"{names[id(inner)]}." if names.get(id(inner)) else ""
+    base = getattr(inner, "base_model_prefix", None)
+    if not isinstance(base, str) or not isinstance(getattr(inner, base, None), nn.Module):
+        return []
+    return [
+        f"{prefix}{name}"
+        for name, child in inner.named_children()
+        if name != base and _has_params(child)
+    ]
 
 
 def _has_params(module: nn.Module) -> bool:

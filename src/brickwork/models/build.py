@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -11,18 +12,21 @@ from brickwork import registry
 from brickwork.errors import ConfigError
 
 if TYPE_CHECKING:
-    from brickwork.config import ModelConfig
+    from brickwork.config import LoraConfig, ModelConfig
     from brickwork.data import DataBundle
 
 
-def build_model(model: ModelConfig, data: DataBundle) -> nn.Module:
+def build_model(model: ModelConfig, data: DataBundle, lora: LoraConfig | None = None) -> nn.Module:
     """Instantiate `model.name` with its kwargs plus the data facts it asks for.
 
     `model.pretrained: true` is handed to factories that take `pretrained` (timm/,
-    torchvision/); a path is loaded here, after `init`, into any model.
+    torchvision/, hf/); a path is loaded here, after `init`, into any model. `lora`
+    (`finetune.lora`) wraps the result with adapters last, so training, resume, evaluate
+    and export all see the same module and the same checkpoint keys.
     """
     facts = {
         "num_classes": data.num_classes,
+        "label_names": data.label_names,
         "input_shape": tuple(data.input_shape) if data.input_shape else None,
         "in_channels": data.input_shape[0] if data.input_shape else None,
         "vocab_size": data.extra.get("vocab_size"),
@@ -45,7 +49,22 @@ def build_model(model: ModelConfig, data: DataBundle) -> nn.Module:
         from brickwork.models.pretrained import load_pretrained
 
         load_pretrained(module, model.pretrained)
+    if lora is not None:
+        from brickwork.models.huggingface import apply_lora
+
+        module = apply_lora(module, lora)
     return module
+
+
+def save_model_files(model: nn.Module, data: DataBundle, run_dir: Path) -> None:
+    """Files besides the weights that rebuild the model from the run folder alone.
+
+    A Hugging Face model's `config.json` and tokenizer go to `RUN/hf_model/`; other
+    models are rebuilt from `config.yaml` and need none.
+    """
+    from brickwork.models.huggingface import RUN_MODEL_FOLDER, save_run_model_files
+
+    save_run_model_files(model, data.extra.get("tokenizer"), run_dir / RUN_MODEL_FOLDER)
 
 
 def initialize_weights(module: nn.Module, scheme: str) -> nn.Module:

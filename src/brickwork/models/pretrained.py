@@ -183,37 +183,38 @@ def _log_report(report: LoadReport, path: str | Path) -> None:
         log.info(
             "pretrained: classifier head not loaded, its shape differs as expected for a new "
             "class count (%s); it starts freshly initialised",
-            _shorten(report.head_mismatch),
+            shorten_keys(report.head_mismatch),
             extra=shown,
         )
     if report.adapted:
         log.info(
             "pretrained: %s adapted from 3 (RGB) input channels to the data's channels "
             "(summed for 1, repeated and scaled for more), as timm does",
-            _shorten(report.adapted),
+            shorten_keys(report.adapted),
             extra=shown,
         )
     if report.shape_mismatch:
         log.warning(
             "pretrained: %d tensors outside the head have other shapes and were skipped: %s",
             len(report.shape_mismatch),
-            _shorten(report.shape_mismatch),
+            shorten_keys(report.shape_mismatch),
         )
     missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
     if missing:
         log.warning(
             "pretrained: %d model tensors are not in the file and keep their initial values: %s",
             len(missing),
-            _shorten(missing),
+            shorten_keys(missing),
         )
     if report.unexpected:
         log.warning(
             "pretrained: %d tensors in the file match no model key and were ignored: %s",
             len(report.unexpected),
-            _shorten(report.unexpected),
+            shorten_keys(report.unexpected),
         )
 
 
-def _shorten(keys: list[str]) -> str:
+def shorten_keys(keys: list[str]) -> str:
+    """The first few keys, and how many more."""
     more = f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
     return ", ".join(keys[:_SHOWN]) + more

@@ -2,6 +2,9 @@
 
 Output shapes come from one real forward pass with forward hooks, so they are what the
 data actually produces, not what a signature promises. `brickwork inspect` prints it.
+
+For a Hugging Face Transformer the rows also list each encoder layer whatever the
+depth, and under PEFT the names drop the wrapper's `base_model.model.` prefix.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from brickwork.batch import call_model
+
 
 @dataclass
 class ModuleRow:
@@ -20,6 +25,7 @@ class ModuleRow:
     name: str
     kind: str
     num_params: int
+    num_trainable: int
     status: str  # trainable | frozen | partly frozen | - (no parameters)
     output_shape: str
 
@@ -30,7 +36,19 @@ def summarize_model(model: nn.Module, inputs: Any, depth: int = 2) -> list[Modul
     Example:
         >>> rows = summarize_model(model, torch.randn(1, 3, 32, 32), depth=1)
     """
-    modules = [(n, m) for n, m in model.named_modules() if n.count(".") < depth]
+    from brickwork.models.huggingface import encoder_layer_index, transformer_of
+
+    found = transformer_of(model)
+    prefix = found[0] if found is not None else ""
+
+    def shown(name: str) -> bool:
+        if prefix.startswith(name + "."):
+            return False  # PEFT's wrappers around the Transformer
+        name = name.removeprefix(prefix)
+        index = encoder_layer_index(name) if found is not None else None
+        return name.count(".") < depth or (index is not None and name.endswith(f".{index}"))
+
+    modules = [(n, m) for n, m in model.named_modules() if not n or shown(n)]
     shapes: dict[str, str] = {}
 
     def hook_for(name: str) -> Any:
@@ -44,12 +62,15 @@ def summarize_model(model: nn.Module, inputs: Any, depth: int = 2) -> list[Modul
     try:
         model.eval()
         with torch.no_grad():
-            model(inputs)
+            call_model(model, inputs)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return [_row(name or "(model)", module, shapes.get(name, "-")) for name, module in modules]
+    return [
+        _row(name.removeprefix(prefix) or "(model)", module, shapes.get(name, "-"))
+        for name, module in modules
+    ]
 
 
 def parameter_totals(model: nn.Module) -> dict[str, int]:
@@ -68,9 +89,10 @@ def parameter_totals(model: nn.Module) -> dict[str, int]:
 
 def format_summary(rows: list[ModuleRow], totals: dict[str, int]) -> str:
     """The rows as an aligned text table, with the totals below."""
-    header = ("module", "type", "params", "status", "output shape")
+    header = ("module", "type", "params", "trainable", "status", "output shape")
     cells = [header] + [
-        (r.name, r.kind, f"{r.num_params:,}", r.status, r.output_shape) for r in rows
+        (r.name, r.kind, f"{r.num_params:,}", f"{r.num_trainable:,}", r.status, r.output_shape)
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [
@@ -93,7 +115,9 @@ def _row(name: str, module: nn.Module, shape: str) -> ModuleRow:
     status = "-" if not flags else "trainable" if flags == {True} else "frozen"
     if len(flags) == 2:
         status = "partly frozen"
-    return ModuleRow(name, type(module).__name__, sum(p.numel() for p in params), status, shape)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    return ModuleRow(name, type(module).__name__, total, trainable, status, shape)
 
 
 def describe_shape(output: Any) -> str:
