@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Tools that cache in the home folder (matplotlib's fonts, via torchmetrics; Hugging Face)
+# cache in one scratch folder per test session instead.
+_SCRATCH = tempfile.mkdtemp(prefix="brickwork-tests-")
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SCRATCH, "matplotlib"))
+os.environ.setdefault("HF_HOME", os.path.join(_SCRATCH, "huggingface"))
 # Subprocesses (the CLI, torchrun's ranks) run in a scratch folder: point them at the
 # brickwork under test by absolute path, not at whatever a relative PYTHONPATH finds.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[1] / "src")
