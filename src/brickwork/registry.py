@@ -157,7 +157,10 @@ def import_project_modules(modules: Iterable[str], base_dir: Path | None = None)
 
     Entries are dotted module names (`my_project.models`) or paths to .py files,
     relative to the config file's folder. The config's folder and the current
-    directory go on `sys.path` so a freshly scaffolded project works uninstalled.
+    directory go on `sys.path` so a freshly scaffolded project works uninstalled;
+    a dotted name found nowhere on it is looked for in the config's parent folders
+    too, so `configs/base.yaml` and a run's `runs/<name>/<id>/config.yaml` both find
+    the project's package from any working directory.
     """
     for folder in (Path.cwd(), base_dir):
         if folder is not None and str(folder) not in sys.path:
@@ -167,7 +170,19 @@ def import_project_modules(modules: Iterable[str], base_dir: Path | None = None)
             path = Path(entry) if Path(entry).is_absolute() else (base_dir or Path.cwd()) / entry
             _import_file(path)
         else:
+            _add_package_root(entry.partition(".")[0], base_dir)
             importlib.import_module(entry)
+
+
+def _add_package_root(package: str, base_dir: Path | None) -> None:
+    """Put the nearest parent of `base_dir` that holds `package` on `sys.path`, if needed."""
+    if base_dir is None or package in sys.modules or importlib.util.find_spec(package):
+        return
+    for folder in Path(base_dir).resolve().parents:
+        if (folder / package / "__init__.py").is_file() or (folder / f"{package}.py").is_file():
+            sys.path.insert(0, str(folder))
+            importlib.invalidate_caches()
+            return
 
 
 def suggest(name: str, options: Iterable[str]) -> str:

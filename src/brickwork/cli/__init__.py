@@ -26,6 +26,9 @@ COMMANDS = {
     "predict": ("brickwork.cli.predict", "write predictions for new inputs to a CSV file"),
     "inspect": ("brickwork.cli.inspection", "show a config's model: modules, parameters, shapes"),
     "export": ("brickwork.cli.export", "write a trained model as safetensors, TorchScript or ONNX"),
+    "new": ("brickwork.cli.new", "create a project (configs, model, data, tests) that trains"),
+    "add": ("brickwork.cli.add", "add a registered model, dataset or callback stub to a project"),
+    "ls": ("brickwork.cli.ls", "list registered components with their arguments and defaults"),
 }
 
 
