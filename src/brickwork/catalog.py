@@ -64,7 +64,7 @@ class Entry:
         parts = []
         for argument in self.arguments:
             if argument.supplied:
-                parts.append(f"{argument.name} (from brickwork)")
+                parts.append(f"{argument.name} (set by brickwork)")
             elif argument.default is None:
                 parts.append(f"{argument.name} (required)")
             else:
@@ -78,9 +78,10 @@ def resolve_kind(word: str) -> str:
 
     if word in KIND_NAMES:
         return KIND_NAMES[word]
-    plurals = sorted({f"{kind}s" if kind != "loss" else "losses" for kind in registry.KINDS})
+    plurals = sorted(name for name, kind in KIND_NAMES.items() if name not in registry.KINDS)
+    plurals.remove("data")
     raise ConfigError(
-        f"ls {word}: unknown kind{registry.suggest(word, KIND_NAMES)}; "
+        f"KIND '{word}': unknown kind{registry.suggest(word, plurals)}; "
         f"expected one of {', '.join(plurals)}"
     )
 
@@ -124,8 +125,8 @@ def describe(name: str, factory: Callable[..., Any], kind: str) -> Entry:
         for p in parameters
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     )
-    doc = inspect.getdoc(factory) or ""
-    return Entry(name, arguments, getattr(factory, "__module__", "?"), doc.split("\n")[0])
+    paragraph = (inspect.getdoc(factory) or "").split("\n\n")[0]
+    return Entry(name, arguments, getattr(factory, "__module__", "?"), " ".join(paragraph.split()))
 
 
 def _zoo_entries(pattern: str) -> Iterable[Entry]:

@@ -23,10 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from brickwork.scaffold import add_component
 
-    written = add_component(args.kind, args.name, args.project, args.force)
-    module, *new = written
+    module, *new = [
+        _shown(path) for path in add_component(args.kind, args.name, args.project, args.force)
+    ]
     print(f"added {args.kind} '{args.name}' to {module}")
     for path in new:
         print(f"wrote {path}")
     print(f"try it:  brickwork train {new[0]}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working folder when it is inside it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -39,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     _import_project(args.config, args.imports)
     entries = list_entries(kind, args.filter)
     if not entries:
-        print(f"no {args.kind} match '{args.filter}'")
+        print(f"no {kind} matches '{args.filter}'")
         return 0
+    zoo = " (timm/ and torchvision/ names: add --filter PATTERN)" if kind == "model" else ""
+    shown = f" matching '{args.filter}'" if args.filter else ""
+    print(
+        f"{len(entries)} {kind} name(s){shown}{'' if args.filter else zoo}; arguments and defaults:"
+    )
     width = max(len(entry.name) for entry in entries)
     for entry in entries:
         print(f"{entry.name:<{width}}  {entry.describe_arguments()}")
