@@ -42,7 +42,8 @@ def test_ls_shows_each_argument_with_its_default_and_what_brickwork_fills_in(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["ls", "models"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("cnn "))
+    lines = capsys.readouterr().out.splitlines()
+    line = next(text for text in lines if text.startswith("cnn "))
     signature = inspect.signature(registry.get("model", "cnn"))
     for name, parameter in signature.parameters.items():
         if name in ("num_classes", "in_channels"):
