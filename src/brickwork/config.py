@@ -321,7 +321,7 @@ def load_config(
         except (ImportError, FileNotFoundError, SyntaxError) as error:
             raise ConfigError(
                 f"{source}: imports: {error}; check the module name and that the module "
-                "sits beside the config file"
+                "sits beside the config file or in a folder above it (or pip install its project)"
             ) from error
         check_component_kwargs(config, source)
     return config

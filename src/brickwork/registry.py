@@ -175,10 +175,20 @@ def import_project_modules(modules: Iterable[str], base_dir: Path | None = None)
 
 
 def _add_package_root(package: str, base_dir: Path | None) -> None:
-    """Put the nearest parent of `base_dir` that holds `package` on `sys.path`, if needed."""
-    if base_dir is None or package in sys.modules or importlib.util.find_spec(package):
+    """Put the folder that holds `package` on `sys.path` when `import` would not find it.
+
+    Looked for, nearest first: the parents of `base_dir` (a project's `configs/`, or a run
+    folder under its `runs/`), then `./<package>/`, the folder `brickwork new` makes.
+    A bare folder of that name (a namespace package, such as the project folder seen
+    from its parent) does not count as found.
+    """
+    if getattr(sys.modules.get(package), "__file__", None) is not None:
         return
-    for folder in Path(base_dir).resolve().parents:
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin not in (None, "namespace"):
+        return
+    parents = Path(base_dir).resolve().parents if base_dir is not None else ()
+    for folder in (*parents, Path.cwd() / package):
         if (folder / package / "__init__.py").is_file() or (folder / f"{package}.py").is_file():
             sys.path.insert(0, str(folder))
             importlib.invalidate_caches()
