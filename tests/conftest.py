@@ -63,3 +63,19 @@ def run_cli(
 
 # The same, with the MLP instead of the CNN (no BatchNorm; dropout set per test).
 FAST_MLP = [o for o in FAST if not o.startswith("model.")] + ["model.name=mlp"]
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made in the test go to a copy of the tables, gone after it.
+
+    Generated projects register the same component names (each template's model, the
+    example callback), so two projects imported in one process would clash otherwise.
+    """
+    from brickwork import registry
+
+    for kind in registry.KINDS:
+        registry.available(kind)  # built-ins register into the real tables, once
+    tables = {kind: dict(table) for kind, table in registry._TABLES.items()}
+    monkeypatch.setattr(registry, "_TABLES", tables)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # projects add their folders to it

@@ -63,6 +63,20 @@ def test_ls_includes_a_projects_components_from_imports(
     assert "A model only this test registers." in out
 
 
+def test_ls_inside_a_project_lists_the_projects_own_components(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    own_registry: None,
+) -> None:
+    assert main(["new", "ls_project", "--template", "tabular"]) == 0
+    monkeypatch.chdir(tmp_path / "ls_project" / "configs")
+    assert main(["ls", "datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "customer_table" in out and "[ls_project.data]" in out
+    assert "file='data/train.csv'" in out and "seed (set by brickwork)" in out
+
+
 def test_ls_reads_the_imports_of_a_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
