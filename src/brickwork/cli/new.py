@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TEMPLATES = ("image", "text", "tabular")  # as brickwork.scaffold.TEMPLATES, without importing it
+from brickwork.scaffold import TEMPLATES  # standard library only: `--help` stays torch-free
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
