@@ -86,16 +86,20 @@ def resolve_kind(word: str) -> str:
     )
 
 
-def list_entries(kind: str, pattern: str | None = None) -> list[Entry]:
-    """Registered components of `kind` (and, with a pattern, zoo models) matching `pattern`."""
+def list_entries(kind: str, pattern: str | None = None) -> tuple[list[Entry], int]:
+    """Registered components of `kind` (and, with a pattern, zoo models) matching `pattern`,
+    and how many zoo matches were left off (at most `_ZOO_LIMIT` are listed)."""
     entries = [
         describe(name, registry.get(kind, name), kind)
         for name in registry.available(kind)
         if matches(name, pattern)
     ]
+    left_off = 0
     if kind == "model" and pattern:
-        entries += list(_zoo_entries(pattern))
-    return entries
+        zoo = list(_zoo_entries(pattern))
+        entries += zoo[:_ZOO_LIMIT]
+        left_off = max(len(zoo) - _ZOO_LIMIT, 0)
+    return entries, left_off
 
 
 def matches(name: str, pattern: str | None) -> bool:
@@ -146,7 +150,7 @@ def _zoo_entries(pattern: str) -> Iterable[Entry]:
             for n in models.list_models(module=models)
             if matches(f"torchvision/{n}", pattern)
         ]
-    for name in names[:_ZOO_LIMIT]:
+    for name in names:
         yield Entry(name, zoo_arguments, name.split("/")[0], note)
 
 

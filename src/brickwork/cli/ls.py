@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     kind = resolve_kind(args.kind)
     _import_project(args.config, args.imports)
-    entries = list_entries(kind, args.filter)
+    entries, left_off = list_entries(kind, args.filter)
     if not entries:
         print(f"no {kind} matches '{args.filter}'")
         return 0
@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry.name:<{width}}  {entry.describe_arguments()}")
         if entry.summary:
             print(f"{'':<{width}}  {entry.summary}  [{entry.module}]")
+    if left_off:
+        print(f"... and {left_off} more timm/torchvision names: narrow the --filter pattern")
     return 0
 
 
