@@ -78,3 +78,19 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.hf_models import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made in the test go to a copy of the tables, gone after it.
+
+    Generated projects register the same component names (each template's model, the
+    example callback), so two projects imported in one process would clash otherwise.
+    """
+    from brickwork import registry
+
+    for kind in registry.KINDS:
+        registry.available(kind)  # built-ins register into the real tables, once
+    tables = {kind: dict(table) for kind, table in registry._TABLES.items()}
+    monkeypatch.setattr(registry, "_TABLES", tables)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # projects add their folders to it

@@ -348,6 +348,7 @@ def _metric_list(value: Any) -> Any:
 class Config(_Section):
     """A whole run. Each field maps to a section of the YAML file."""
 
+    base: Annotated[str | None, Field(exclude=True)] = None  # merged away by `read_config`
     name: Annotated[str, Field(min_length=1)] = "run"
     seed: int = 42
     imports: list[str] = []
@@ -405,10 +406,11 @@ def load_config(
         >>> cfg = load_config(None, ["trainer.max_epochs=3", "optimizer.lr=0.01"])
     """
     if isinstance(path, dict):
-        source, raw = Path.cwd() / "<config>", copy.deepcopy(path)
+        source = Path.cwd() / "<config>"
+        raw = merge_base(copy.deepcopy(path), source)
     else:
         source = Path(path) if path is not None else DEFAULT_CONFIG
-        raw = read_yaml(source)
+        raw = read_config(source)
     # Component swaps (`model.name=mlp`) first, so they drop the old component's
     # arguments without dropping arguments given for the new one.
     for override in sorted(overrides, key=lambda o: not _is_component_swap(o)):
@@ -422,7 +424,7 @@ def load_config(
         except (ImportError, FileNotFoundError, SyntaxError) as error:
             raise ConfigError(
                 f"{source}: imports: {error}; check the module name and that the module "
-                "sits beside the config file"
+                "sits beside the config file or in a folder above it (or pip install its project)"
             ) from error
         check_component_kwargs(config, Origin(source, tuple(overrides)))
         check_logger_packages(config, source)
@@ -474,6 +476,47 @@ def check_logger_packages(config: Config, source: Path | str = "<config>") -> No
             ) from None
 
 
+def read_config(source: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its `base:` chain merged in: the file's keys win over its base's.
+
+    `base: base.yaml` (relative to the file) lets an experiment config list only what it
+    changes; sections merge key by key, any other value (lists too) is replaced whole.
+    A swapped component (`model.name`) drops the base's arguments for the old one.
+    """
+    return merge_base(read_yaml(source), source, _seen)
+
+
+def merge_base(raw: dict[str, Any], source: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """`raw` merged over the file its `base:` names (if any), that file's base first."""
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{source}: base = {base!r}: expected the path of a YAML config file")
+    path = (source.parent / base).resolve()
+    if path in _seen or path == source.resolve():
+        raise ConfigError(f"{source}: base = '{base}': the configs name each other in a loop")
+    if not path.is_file():
+        raise ConfigError(
+            f"{source}: base = '{base}': no such file {path}; give a path relative to {source.name}"
+        )
+    return _merge(read_config(path, (*_seen, source.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in child.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            swapped = value.get("name", old.get("name")) != old.get("name")
+            if top and key in COMPONENT_SECTIONS and swapped:
+                old = {k: v for k, v in old.items() if k in _fields_at([key])}
+            merged[key] = _merge(old, value, top=False)
+        else:
+            merged[key] = value
+    return merged
+
+
 def read_yaml(source: Path) -> dict[str, Any]:
     """Parse YAML safely into a mapping; anything else is a ConfigError naming the file."""
     if not source.is_file():
@@ -507,6 +550,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{override}': expected key=value, e.g. optimizer.lr=0.01")
+    if key == "base":
+        raise ConfigError(
+            f"override '{override}': base is read from the config file; "
+            "write `base: FILE` at the top of the YAML instead"
+        )
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:

@@ -16,6 +16,8 @@ from pydantic_core import PydanticUndefined
 from brickwork.config import COMPONENT_SECTIONS, Component, Config
 
 DESCRIPTIONS: dict[str, str] = {
+    "base": "a YAML config (path relative to this file) whose values this one starts from "
+    "and overrides, section by section; the run's `config.yaml` is the merged result",
     "name": "run name; runs are written to `runs/<name>/<run_id>/`",
     "seed": "seeds Python, NumPy, torch, the sampler's shuffles and loader workers",
     "imports": "project modules or `.py` files to import so their `@register`ed parts exist",

@@ -19,3 +19,7 @@ class DataError(BrickworkError):
 
 class CheckpointError(BrickworkError):
     """A checkpoint or run folder is missing, corrupt or incompatible."""
+
+
+class ProjectError(BrickworkError):
+    """`brickwork new` / `add`: a bad name, a file that exists, or no project here."""

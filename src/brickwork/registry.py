@@ -239,7 +239,10 @@ def import_project_modules(modules: Iterable[str], base_dir: Path | None = None)
 
     Entries are dotted module names (`my_project.models`) or paths to .py files,
     relative to the config file's folder. The config's folder and the current
-    directory go on `sys.path` so a freshly scaffolded project works uninstalled.
+    directory go on `sys.path` so a freshly scaffolded project works uninstalled;
+    a dotted name found nowhere on it is looked for in the config's parent folders
+    too, so `configs/base.yaml` and a run's `runs/<name>/<id>/config.yaml` both find
+    the project's package from any working directory.
     """
     for folder in (Path.cwd(), base_dir):
         if folder is not None and str(folder) not in sys.path:
@@ -249,7 +252,29 @@ def import_project_modules(modules: Iterable[str], base_dir: Path | None = None)
             path = Path(entry) if Path(entry).is_absolute() else (base_dir or Path.cwd()) / entry
             _import_file(path)
         else:
+            _add_package_root(entry.partition(".")[0], base_dir)
             importlib.import_module(entry)
+
+
+def _add_package_root(package: str, base_dir: Path | None) -> None:
+    """Put the folder that holds `package` on `sys.path` when `import` would not find it.
+
+    Looked for, nearest first: the parents of `base_dir` (a project's `configs/`, or a run
+    folder under its `runs/`), then `./<package>/`, the folder `brickwork new` makes.
+    A bare folder of that name (a namespace package, such as the project folder seen
+    from its parent) does not count as found.
+    """
+    if getattr(sys.modules.get(package), "__file__", None) is not None:
+        return
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin not in (None, "namespace"):
+        return
+    parents = Path(base_dir).resolve().parents if base_dir is not None else ()
+    for folder in (*parents, Path.cwd() / package):
+        if (folder / package / "__init__.py").is_file() or (folder / f"{package}.py").is_file():
+            sys.path.insert(0, str(folder))
+            importlib.invalidate_caches()
+            return
 
 
 def suggest(name: str, options: Iterable[str]) -> str:

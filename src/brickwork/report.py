@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brickwork.catalog import RunRow, differing_keys, find_runs, format_number, is_run_dir, read_run
 from brickwork.errors import BrickworkError, ConfigError
+from brickwork.run_catalog import (
+    RunRow,
+    differing_keys,
+    find_runs,
+    format_number,
+    is_run_dir,
+    read_run,
+)
 
 GENERATOR = "brickwork report"
 NUM_WRONG = 24

@@ -31,6 +31,9 @@ COMMANDS = {
     "runs": ("brickwork.cli.runs", "list runs as a table (filter, sort, JSON), or diff two runs"),
     "board": ("brickwork.cli.board", "serve TensorBoard over a runs folder on 127.0.0.1"),
     "report": ("brickwork.cli.report", "write an HTML report of runs or a study, with figures"),
+    "new": ("brickwork.cli.new", "create a project (configs, model, data, tests) that trains"),
+    "add": ("brickwork.cli.add", "add a registered model, dataset or callback stub to a project"),
+    "ls": ("brickwork.cli.ls", "list registered components with their arguments and defaults"),
 }
 
 

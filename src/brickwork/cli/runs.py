@@ -62,7 +62,13 @@ def _table(root: Path, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from brickwork.catalog import differing_keys, filter_runs, format_number, read_runs, sort_runs
+    from brickwork.run_catalog import (
+        differing_keys,
+        filter_runs,
+        format_number,
+        read_runs,
+        sort_runs,
+    )
 
     rows = sort_runs(filter_runs(read_runs(root), args.filter), args.sort)
     rows = rows[: args.limit] if args.limit else rows
@@ -100,8 +106,8 @@ def _diff(first: Path, second: Path, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from brickwork.catalog import diff_runs, format_number, is_run_dir, read_run
     from brickwork.errors import ConfigError
+    from brickwork.run_catalog import diff_runs, format_number, is_run_dir, read_run
 
     for path in (first, second):
         if not is_run_dir(path):
@@ -148,7 +154,7 @@ def _coloured(status: str) -> str:
 
 
 def _best(row: Any, show_monitor: bool) -> str:
-    from brickwork.catalog import format_number
+    from brickwork.run_catalog import format_number
 
     if row.best is None:
         return ""
