@@ -248,9 +248,15 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple
 
 
 def _per_step_batch(config: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """Compare batch sizes over all processes: 1 x 32 and 2 x 16 train the same."""
+    """Compare batch sizes over all processes: 1 x 32 and 2 x 16 train the same.
+
+    With `data.global_batch_size` set, `batch_size` only caps memory: the global batch
+    alone decides the math, whatever the number of processes (3 x 10-11 is 1 x 32).
+    """
     data = dict(config.get("data") or {})
-    data["batch_size (all processes)"] = data.pop("batch_size", 0) * world_size
+    per_process = data.pop("batch_size", 0)
+    if data.get("global_batch_size") is None:
+        data["batch_size (all processes)"] = per_process * world_size
     return {**config, "data": data}
 
 
