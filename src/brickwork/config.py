@@ -141,6 +141,18 @@ class FinetuneConfig(_Section):
         return bool(self.freeze or self.unfreeze or self.lr_mult or self.layer_decay)
 
 
+class CompileConfig(_Section):
+    """`torch.compile` options (`trainer.compile: {mode: ..., dynamic: ...}`)."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        Field("default", description="torch.compile mode; reduce-overhead adds CUDA graphs")
+    )
+    dynamic: bool | None = Field(
+        None, description="true: shapes may vary without recompiling; null: PyTorch decides"
+    )
+    backend: str = Field("inductor", description="inductor, or eager/aot_eager to debug")
+
+
 class TrainerConfig(_Section):
     max_epochs: PositiveInt | None = 20
     max_steps: PositiveInt | None = None
@@ -165,6 +177,11 @@ class TrainerConfig(_Section):
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_nonfinite_steps: NonNegativeInt = Field(
         10, description="with on_nonfinite=skip: stop once more steps than this were skipped"
+    )
+    compile: bool | CompileConfig = Field(
+        False,
+        description="wrap the training model with torch.compile: true, or {mode, dynamic}; "
+        "evaluation, checkpoints and export use the plain module",
     )
 
     @field_validator("precision", mode="before")

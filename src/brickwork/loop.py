@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from brickwork.batch import batch_size_of, move_to_device
 from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit
 from brickwork.checkpoint import MODEL_FILE, load_checkpoint, load_tensors
+from brickwork.compilation import compile_model, explain_compile_error, is_compile_error
 from brickwork.components import (
     Components,
     ComputeLoss,
@@ -108,6 +109,10 @@ def fit(
         run = open_shared_run(plan.config, run_dir, plan.resume_from, resume_force)
         try:
             return _fit(plan.config, run, list(callbacks), compute_loss)
+        except Exception as error:
+            if trainer.compile is not False and is_compile_error(error):
+                raise explain_compile_error(error) from None
+            raise
         finally:
             run.close()
 
@@ -349,7 +354,7 @@ def _build_training(
     # Freezing happens here, before DDP wraps the model: DDP syncs only the parameters
     # that require gradients when it is built.
     optimizer, schedule = build_optimization(config, parts.model, steps_per_epoch)
-    model = wrap_model(parts.model, trainer, device)
+    model = compile_model(wrap_model(parts.model, trainer, device), trainer.compile)
     nonfinite = NonFiniteGuard(
         trainer.on_nonfinite,
         trainer.max_nonfinite_steps,
