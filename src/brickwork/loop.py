@@ -250,20 +250,7 @@ def _fit(
                 reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
                 if not (epoch_complete or reached_max_steps):
                     break  # stopped mid-epoch (a signal): no epoch-end work; resume picks up here
-                # A device sync, and under DDP a collective.
-                metrics = {"train/loss_epoch": mean_across_ranks(*state.epoch_loss.totals())}
-                if reached_max_steps or (
-                    epoch_complete and (state.epoch + 1) % trainer.val_every_n_epochs == 0
-                ):
-                    val_metrics = _validate(parts, config.seed, state.epoch, built.autocast)
-                    metrics.update(val_metrics)
-                    emit(callbacks, "on_validation_end", state, val_metrics)
-                metrics["lr"] = _lr(optimizer)
-                if epoch_complete:
-                    _step_epoch_schedule(schedule, metrics)
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                    state.epoch_loss.reset()
+                metrics = _end_epoch(built, config, epoch_complete)  # validates: collectives
                 _log_metrics(loggers, metrics, state)
                 emit(callbacks, "on_epoch_end", state, metrics)
                 state.stop = agree_stop(state.stop)  # collective: all ranks stop together
@@ -276,6 +263,28 @@ def _fit(
         finally:
             summary = _finish(config, run, built, stop, metrics, started)
     return summary
+
+
+def _end_epoch(built: _Training, config: Config, epoch_complete: bool) -> dict[str, float]:
+    """The epoch's training loss, validation when due, the epoch schedule, the counters.
+
+    Runs after a whole epoch, or at `max_steps` (validated, but the epoch stays open).
+    The loss mean is a device sync and, like validation, a collective under DDP.
+    """
+    state, trainer = built.state, config.trainer
+    reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
+    metrics = {"train/loss_epoch": mean_across_ranks(*state.epoch_loss.totals())}
+    if reached_max_steps or (state.epoch + 1) % trainer.val_every_n_epochs == 0:
+        val_metrics = _validate(built.parts, config.seed, state.epoch, built.autocast)
+        metrics.update(val_metrics)
+        emit(built.callbacks, "on_validation_end", state, val_metrics)
+    metrics["lr"] = _lr(built.optimizer)
+    if epoch_complete:
+        _step_epoch_schedule(built.schedule, metrics)
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        state.epoch_loss.reset()
+    return metrics
 
 
 @torch.no_grad()
