@@ -18,15 +18,14 @@ from brickwork.config import CompileConfig
 from brickwork.errors import ConfigError
 
 
-def compile_model(model: nn.Module, spec: bool | CompileConfig) -> nn.Module:
-    """`model` wrapped with `torch.compile` as `spec` says; `model` itself when off.
+def compile_model(model: nn.Module, options: CompileConfig) -> nn.Module:
+    """`model` wrapped with `torch.compile` as `options` say; `model` itself when off.
 
     Example:
-        >>> compiled = compile_model(model, CompileConfig(mode="max-autotune"))
+        >>> compiled = compile_model(model, CompileConfig(enabled=True, mode="max-autotune"))
     """
-    if spec is False:
+    if not options.enabled:
         return model
-    options = CompileConfig() if spec is True else spec
     compiled: Any = torch.compile(
         model, mode=options.mode, dynamic=options.dynamic, backend=options.backend
     )

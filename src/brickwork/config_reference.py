@@ -70,8 +70,8 @@ DESCRIPTIONS: dict[str, str] = {
     "trainer.stop_signals": "signals that finish the step, save a checkpoint and exit 75",
     "trainer.on_nonfinite": "stop (name the step, module and samples) or skip a NaN/Inf loss step",
     "trainer.max_nonfinite_steps": "with skip: stop once more steps than this were skipped",
-    "trainer.compile": "torch.compile the training model: false, true, or the section below "
-    "(first steps compile; a failure says `trainer.compile=false`)",
+    "trainer.compile.enabled": "torch.compile the training model (`trainer.compile=true`, or "
+    "any option below, turns it on); a failure says `trainer.compile=false`",
     "trainer.compile.mode": "default, reduce-overhead (CUDA graphs), max-autotune, "
     "max-autotune-no-cudagraphs",
     "trainer.compile.dynamic": "true: shapes may vary without recompiling; null: PyTorch decides",
@@ -121,9 +121,7 @@ def _walk(model: type[BaseModel], prefix: str, value: Any, rows: list[Any]) -> N
         if section is not None and not _is_list(field.annotation):
             if _is_optional(field.annotation):
                 rows.append((key, "section or null", _show(default), DESCRIPTIONS.get(key, "")))
-            elif bool in typing.get_args(field.annotation):  # `false`, `true` or the section
-                rows.append((key, "bool or section", _show(default), DESCRIPTIONS.get(key, "")))
-            _walk(section, f"{key}.", default if isinstance(default, BaseModel) else None, rows)
+            _walk(section, f"{key}.", default, rows)
             if issubclass(section, Component) and name in COMPONENT_SECTIONS:
                 kind = COMPONENT_SECTIONS[name]
                 rows.append((f"{key}.*", "any", "-", f"keyword arguments of the chosen {kind}"))

@@ -110,7 +110,7 @@ def fit(
         try:
             return _fit(plan.config, run, list(callbacks), compute_loss)
         except Exception as error:
-            if trainer.compile is not False and is_compile_error(error):
+            if trainer.compile.enabled and is_compile_error(error):
                 raise explain_compile_error(error) from None
             raise
         finally:
