@@ -1,8 +1,9 @@
 """How much does brickwork cost over a hand-written PyTorch loop?
 
-The same model (the default small CNN), data (the digits splits), seed and
-hyperparameters (AdamW, lr 3e-3, no schedule) are trained three ways, interleaved
-round by round so machine noise hits each alike:
+The same model, data (the digits splits), seed and hyperparameters (AdamW, lr 3e-3,
+no schedule) are trained three ways, interleaved round by round so machine noise
+hits each alike. Two models: `cnn`, the default small CNN, and `tiny`, one linear
+layer (64 -> 10), whose step is almost pure framework cost:
 
 - `plain`: the loop you would write yourself (zero_grad, forward, loss, backward,
   step; validation under no_grad each epoch);
@@ -10,10 +11,11 @@ round by round so machine noise hits each alike:
   lines, TensorBoard scalars/graph/histograms/image grid, checkpoints each epoch);
 - `lightning`: Lightning's Trainer on the same module, when `lightning` is installed.
 
-Reported per batch size: the median time per optimizer step and the whole-run wall
-time, each as a ratio to the plain loop (1.00 = no overhead).
+Reported per model and batch size: the median time per optimizer step, the time each
+loop adds per step over the plain one, and the whole-run wall time, as ratios to the
+plain loop (1.00 = no overhead).
 
-    python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--batch-sizes 32 128]
+    python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--cases cnn:32 cnn:128 tiny:32]
 """
 
 from __future__ import annotations
@@ -32,13 +34,24 @@ from torch.utils.data import DataLoader
 
 from brickwork.data.digits import build_digits
 from brickwork.loop import fit
-from brickwork.models.basic import SmallCNN
+from brickwork.models.basic import MLP, SmallCNN
 
 SEED = 0
 LR = 3e-3
+# How brickwork's config names each model.
+MODEL_OVERRIDES = {"cnn": [], "tiny": ["model={name: mlp, hidden_sizes: [], dropout: 0}"]}
 
 
-def brickwork_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[float], float]:
+def build_model(name: str) -> nn.Module:
+    """The same module brickwork builds for `MODEL_OVERRIDES[name]`."""
+    if name == "tiny":
+        return MLP((1, 8, 8), 10, hidden_sizes=[], dropout=0)
+    return SmallCNN(in_channels=1, num_classes=10)
+
+
+def brickwork_run(
+    batch_size: int, epochs: int, folder: Path, model: str = "cnn"
+) -> tuple[list[float], float]:
     """Step timestamps and wall time of `brickwork.fit` with default logging."""
     stamps: list[float] = []
 
@@ -57,18 +70,19 @@ def brickwork_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[floa
         "early_stopping=null",
         "trainer.test_after_fit=false",
         "trainer.device=cpu",
+        *MODEL_OVERRIDES[model],
     ]
     started = time.perf_counter()
     fit(None, overrides=overrides, run_dir=folder, callbacks=[StepClock()])
     return stamps, time.perf_counter() - started
 
 
-def plain_run(batch_size: int, epochs: int) -> tuple[list[float], float]:
+def plain_run(batch_size: int, epochs: int, model_name: str = "cnn") -> tuple[list[float], float]:
     """The hand-written loop, doing what a careful user would."""
     started = time.perf_counter()
     torch.manual_seed(SEED)
     data = build_digits(seed=42)
-    model = SmallCNN(in_channels=1, num_classes=10)
+    model = build_model(model_name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(SEED)
@@ -98,7 +112,9 @@ def plain_run(batch_size: int, epochs: int) -> tuple[list[float], float]:
     return stamps, time.perf_counter() - started
 
 
-def lightning_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[float], float] | None:
+def lightning_run(
+    batch_size: int, epochs: int, folder: Path, model_name: str = "cnn"
+) -> tuple[list[float], float] | None:
     """Lightning's Trainer on the same module, default logger and checkpointing."""
     try:
         import lightning as L
@@ -110,7 +126,7 @@ def lightning_run(batch_size: int, epochs: int, folder: Path) -> tuple[list[floa
     class Module(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.model = SmallCNN(in_channels=1, num_classes=10)
+            self.model = build_model(model_name)
             self.loss_fn = nn.CrossEntropyLoss()
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -154,28 +170,32 @@ def median_step_s(stamps: list[float]) -> float:
     return statistics.median(b - a for a, b in itertools.pairwise(stamps))
 
 
+def run_loop(
+    name: str, model: str, batch_size: int, epochs: int, folder: Path
+) -> tuple[list[float], float] | None:
+    """One run of the loop `name`: step timestamps and wall time (None: not installed)."""
+    if name == "plain":
+        return plain_run(batch_size, epochs, model)
+    if name == "brickwork":
+        return brickwork_run(batch_size, epochs, folder, model)
+    return lightning_run(batch_size, epochs, folder / "lightning", model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--cases", nargs="+", default=["cnn:32", "cnn:128", "tiny:32"])
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for batch_size in args.batch_sizes:
+        for case in args.cases:
+            model, batch_size = case.split(":")[0], int(case.split(":")[1])
             results: dict[str, list[tuple[float, float]]] = {}
-            for round_index in range(args.rounds):
-                runs = {
-                    "plain": lambda bs=batch_size: plain_run(bs, args.epochs),
-                    "brickwork": lambda bs=batch_size, r=round_index: brickwork_run(
-                        bs, args.epochs, Path(scratch) / f"bw-{bs}-{r}"
-                    ),
-                    "lightning": lambda bs=batch_size, r=round_index: lightning_run(
-                        bs, args.epochs, Path(scratch) / f"pl-{bs}-{r}"
-                    ),
-                }
-                for name, run in runs.items():
-                    outcome = run()
+            for r in range(args.rounds):
+                folder = Path(scratch) / f"{model}-{batch_size}-{r}"
+                for name in ("plain", "brickwork", "lightning"):
+                    outcome = run_loop(name, model, batch_size, args.epochs, folder)
                     if outcome is not None:
                         stamps, wall = outcome
                         results.setdefault(name, []).append((median_step_s(stamps), wall))
@@ -184,17 +204,27 @@ def main() -> None:
             for name, values in results.items():
                 step = statistics.median(s for s, _ in values)
                 wall = statistics.median(w for _, w in values)
+                added = (step - base_step) * 1e3
                 rows.append(
-                    (batch_size, name, step * 1e3, step / base_step, wall, wall / base_wall)
+                    (
+                        model,
+                        batch_size,
+                        name,
+                        step * 1e3,
+                        added,
+                        step / base_step,
+                        wall,
+                        wall / base_wall,
+                    )
                 )
     print(
-        f"\n{'batch':>5} {'loop':<10} {'ms/step':>8} {'step ratio':>10} {'wall s':>7} "
-        f"{'wall ratio':>10}"
+        f"\n{'model':<5} {'batch':>5} {'loop':<10} {'ms/step':>8} {'+ms/step':>8} "
+        f"{'step ratio':>10} {'wall s':>7} {'wall ratio':>10}"
     )
-    for batch_size, name, step_ms, step_ratio, wall, wall_ratio in rows:
+    for model, batch_size, name, step_ms, added, step_ratio, wall, wall_ratio in rows:
         print(
-            f"{batch_size:>5} {name:<10} {step_ms:>8.3f} {step_ratio:>10.3f} {wall:>7.2f} "
-            f"{wall_ratio:>10.3f}"
+            f"{model:<5} {batch_size:>5} {name:<10} {step_ms:>8.3f} {added:>+8.3f} "
+            f"{step_ratio:>10.3f} {wall:>7.2f} {wall_ratio:>10.3f}"
         )
 
 

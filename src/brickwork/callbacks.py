@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -151,8 +152,10 @@ class ModelCheckpoint:
         every_n_minutes: float | None = None,
         batches_per_epoch: int | None = None,
         extra_state: dict[str, Any] | None = None,
+        before_save: Callable[[TrainState], None] | None = None,
     ) -> None:
         self.directory = directory
+        self.before_save = before_save  # raises to refuse the save (non-finite weights)
         self.monitor, self.mode = monitor, mode
         self.save_last, self.keep_k, self.every_n_epochs = save_last, keep_k, every_n_epochs
         self.every_n_steps, self.every_n_minutes = every_n_steps, every_n_minutes
@@ -212,6 +215,8 @@ class ModelCheckpoint:
         writes, and a barrier keeps the others from reading the folder before it is
         complete.
         """
+        if self.before_save is not None:
+            self.before_save(state)  # on every rank: it may be a collective
         payload = state.state_dict()
         if get_world_size() > 1:  # collective: every rank's generators and loss sums
             ranks = gather_objects(state.rank_local_state())

@@ -7,7 +7,6 @@ Python API cannot drift apart.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 from brickwork.batch import Batch, call_model, logits_of, split_batch
 from brickwork.config import Config
 from brickwork.data import DataBundle, build_data, build_dataloader
+from brickwork.data.sampler import ResumableSampler
 from brickwork.errors import ConfigError
 from brickwork.losses import build_loss
 from brickwork.models import build_model
@@ -61,11 +61,13 @@ class Components:
     device: torch.device
 
     @property
+    def train_sampler(self) -> ResumableSampler:
+        return self.train_loader.sampler  # type: ignore[return-value]
+
+    @property
     def batches_per_epoch(self) -> int:
-        """Loader batches in a whole epoch, whatever position the sampler starts at."""
-        samples = self.train_loader.sampler.samples_per_rank  # type: ignore[attr-defined]
-        size = self.train_loader.batch_size or 1
-        return samples // size if self.train_loader.drop_last else math.ceil(samples / size)
+        """Global micro-batches in a whole epoch: the same on every rank, whatever its share."""
+        return self.train_sampler.num_batches
 
 
 def build_components(
@@ -102,10 +104,15 @@ def build_split_loader(
 ) -> DataLoader[Any]:
     """A loader over this rank's share of one split (all of it in one process).
 
-    `train=True` shuffles (or draws weighted) and pads across ranks; evaluation does neither.
+    `train=True` shuffles (or draws weighted) and cuts each global micro-batch (the
+    global batch over the accumulated micro-steps) across ranks; evaluation does neither.
     """
     from brickwork.distributed import get_rank, get_world_size
 
+    data_config, world_size = config.data, get_world_size()
+    batch_total = data_config.batch_size * world_size
+    if data_config.global_batch_size is not None:
+        batch_total = data_config.global_batch_size // config.trainer.accumulate_grad_batches
     return build_dataloader(
         data.split(split),
         config.data,
@@ -114,8 +121,9 @@ def build_split_loader(
         collate_fn=data.collate_fn,
         pin_memory=pin_memory,
         targets=data.train_targets if train else None,
-        num_replicas=get_world_size(),
+        num_replicas=world_size,
         rank=get_rank(),
+        batch_total=batch_total if train else None,
     )
 
 
@@ -159,9 +167,11 @@ def resolve_device(requested: str) -> torch.device:
 def resolve_batch_sizes(config: Config, world_size: int) -> Config:
     """Derive `data.batch_size` and accumulation from `data.global_batch_size`, if set.
 
-    The global batch (samples per optimizer step over all ranks) is split evenly over
-    ranks; a rank's share larger than `data.batch_size` is reached by accumulating the
-    fewest micro-batches that divide it evenly, so `data.batch_size` caps memory use.
+    The global batch (samples per optimizer step over all ranks) is reached by
+    accumulating the fewest micro-batches that cut it evenly and keep each rank's share
+    at most `data.batch_size`, so `data.batch_size` caps memory use. A global batch the
+    processes cannot share evenly (32 on 3) gives ranks shares that differ by one
+    sample (11, 11, 10): the loss weighting keeps the math that of one process.
     """
     data, trainer = config.data, config.trainer
     target = data.global_batch_size
@@ -173,29 +183,51 @@ def resolve_batch_sizes(config: Config, world_size: int) -> Config:
             f"{trainer.accumulate_grad_batches}: the global batch derives the accumulation; "
             "drop one of them"
         )
-    if target % world_size:
+    if target < world_size:
         raise ConfigError(
-            f"data.global_batch_size = {target}: not divisible by {world_size} processes; "
-            f"use a multiple of {world_size}"
+            f"data.global_batch_size = {target}: smaller than the {world_size} processes, "
+            f"so some would get no sample; use at least {world_size}"
         )
-    per_rank = target // world_size
-    accumulate = -(-per_rank // data.batch_size)
-    while per_rank % accumulate:
-        accumulate += 1
+    accumulate = _fewest_micro_batches(target, world_size, data.batch_size)
+    micro_total = target // accumulate
     return config.model_copy(
         update={
-            "data": data.model_copy(update={"batch_size": per_rank // accumulate}),
+            "data": data.model_copy(update={"batch_size": -(-micro_total // world_size)}),
             "trainer": trainer.model_copy(update={"accumulate_grad_batches": accumulate}),
         }
     )
 
 
+def _fewest_micro_batches(target: int, world_size: int, cap: int) -> int:
+    """Micro-steps per optimizer step: equal shares per rank where the global batch allows."""
+    if target % world_size == 0:
+        per_rank = target // world_size
+        accumulate = -(-per_rank // cap)
+        while per_rank % accumulate:
+            accumulate += 1
+        return accumulate
+    accumulate = -(-target // (world_size * cap))
+    while target % accumulate:
+        accumulate += 1
+    if target // accumulate < world_size:
+        raise ConfigError(
+            f"data.global_batch_size = {target} on {world_size} processes with "
+            f"data.batch_size = {cap}: no cut into equal micro-batches gives every process a "
+            f"sample; raise data.batch_size or use a multiple of {world_size}"
+        )
+    return accumulate
+
+
 def describe_batch(config: Config, world_size: int) -> str:
     """`global batch 64 = 2 processes x 16 per process x 2 accumulated micro-batches`."""
     per_rank, accumulate = config.data.batch_size, config.trainer.accumulate_grad_batches
+    total = config.data.global_batch_size or per_rank * accumulate * world_size
+    micro_total = total // accumulate
+    smallest = micro_total // world_size
+    share = f"{per_rank}" if smallest == per_rank else f"{smallest}-{per_rank}"
     return (
-        f"global batch {per_rank * accumulate * world_size} = {world_size} process(es) "
-        f"x {per_rank} per process x {accumulate} accumulated micro-batch(es)"
+        f"global batch {total} = {world_size} process(es) "
+        f"x {share} per process x {accumulate} accumulated micro-batch(es)"
     )
 
 

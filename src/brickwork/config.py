@@ -191,6 +191,19 @@ class FinetuneConfig(_Section):
         return bool(self.freeze or self.unfreeze or self.lr_mult or self.layer_decay)
 
 
+class CompileConfig(_Section):
+    """`torch.compile` options: `trainer.compile: true`, or `{mode: ..., dynamic: ...}`."""
+
+    enabled: bool = Field(False, description="wrap the training model with torch.compile")
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        Field("default", description="torch.compile mode; reduce-overhead adds CUDA graphs")
+    )
+    dynamic: bool | None = Field(
+        None, description="true: shapes may vary without recompiling; null: PyTorch decides"
+    )
+    backend: str = Field("inductor", description="inductor, or eager/aot_eager to debug")
+
+
 class TrainerConfig(_Section):
     max_epochs: PositiveInt | None = 20
     max_steps: PositiveInt | None = None
@@ -216,12 +229,29 @@ class TrainerConfig(_Section):
     max_nonfinite_steps: NonNegativeInt = Field(
         10, description="with on_nonfinite=skip: stop once more steps than this were skipped"
     )
+    compile: CompileConfig = Field(
+        CompileConfig(),
+        description="torch.compile the training model: true, or {mode, dynamic} (also on); "
+        "evaluation, checkpoints and export use the plain module",
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
         # YAML reads `precision: 32` as an int; the enum is spelled as text.
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_switch(cls, value: Any) -> Any:
+        # `compile: true` turns it on with defaults; a mapping of options turns it on too.
+        if isinstance(value, bool):
+            return {"enabled": value}
+        if isinstance(value, dict):
+            return {"enabled": True, **value}
+        if isinstance(value, CompileConfig):
+            return value
+        raise ValueError("expected true, false or options such as {mode: max-autotune}")
 
     @field_validator("stop_signals")
     @classmethod

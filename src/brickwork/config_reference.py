@@ -81,6 +81,12 @@ DESCRIPTIONS: dict[str, str] = {
     "trainer.stop_signals": "signals that finish the step, save a checkpoint and exit 75",
     "trainer.on_nonfinite": "stop (name the step, module and samples) or skip a NaN/Inf loss step",
     "trainer.max_nonfinite_steps": "with skip: stop once more steps than this were skipped",
+    "trainer.compile.enabled": "torch.compile the training model (`trainer.compile=true`, or "
+    "any option below, turns it on); a failure says `trainer.compile=false`",
+    "trainer.compile.mode": "default, reduce-overhead (CUDA graphs), max-autotune, "
+    "max-autotune-no-cudagraphs",
+    "trainer.compile.dynamic": "true: shapes may vary without recompiling; null: PyTorch decides",
+    "trainer.compile.backend": "inductor (the default), or eager / aot_eager to find a failure",
     "checkpoint.monitor": "metric that picks the `best` checkpoint",
     "checkpoint.mode": "min or max: which direction of `monitor` is better",
     "checkpoint.save_last": "save `last` every `every_n_epochs`",

@@ -184,10 +184,14 @@ def _data_parallel(model: nn.Module, trainer: TrainerConfig, device: torch.devic
 
 
 def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
-    """Skip DDP's gradient all-reduce for micro-steps before the last of a step."""
-    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
+    """Skip DDP's gradient all-reduce for micro-steps before the last of a step.
+
+    Looks through a `torch.compile` wrapper to the DDP module inside it.
+    """
+    inner = getattr(model, "_orig_mod", model)
+    if sync or not isinstance(inner, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
-    return model.no_sync()
+    return inner.no_sync()
 
 
 def sum_across_ranks(*values: torch.Tensor | float) -> list[float]:
@@ -208,6 +212,15 @@ def max_across_ranks(value: int) -> int:
     flag = torch.tensor([value])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control_group)
     return int(flag.item())
+
+
+def min_across_ranks(value: float) -> float:
+    """The smallest `value` over ranks, on CPU through the control group (no GPU wait)."""
+    if not is_distributed():
+        return value
+    packed = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(packed, op=dist.ReduceOp.MIN, group=_control_group)
+    return float(packed.item())
 
 
 def mean_across_ranks(total: torch.Tensor | float | None, count: int) -> float:

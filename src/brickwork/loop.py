@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from brickwork.batch import batch_size_of, move_to_device
 from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit
 from brickwork.checkpoint import MODEL_FILE, load_checkpoint, load_tensors
+from brickwork.compilation import compile_model, explain_compile_error, is_compile_error
 from brickwork.components import (
     Components,
     ComputeLoss,
@@ -112,9 +113,12 @@ def fit(
         run = open_shared_run(plan.config, run_dir, plan.resume_from, resume_force)
         try:
             return _fit(plan.config, run, list(callbacks), compute_loss)
-        except BaseException:
+        except BaseException as error:
             if not run.started and is_main_process():
                 remove_unstarted_run(run)  # a mistake found in setup leaves no folder
+            compiling = trainer.compile.enabled and isinstance(error, Exception)
+            if compiling and is_compile_error(error):
+                raise explain_compile_error(error) from None
             raise
         finally:
             run.close()
@@ -155,6 +159,7 @@ def _fit(
         _load_resume_state(state, run.resume_from, run, config, device)
     _announce_start(config, run, state, device)
     non_blocking, signals = parts.train_loader.pin_memory, SignalStop(trainer.stop_signals)
+    world_size, skip_nonfinite = get_world_size(), trainer.on_nonfinite == "skip"
     started, stop, metrics = time.perf_counter(), Stop(StopKind.FAILED), {}
     # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
     output: dict[str, torch.Tensor] | None
@@ -172,8 +177,15 @@ def _fit(
                 position = state.batch_in_epoch * (parts.train_loader.batch_size or 1)
                 seed_loader_for_epoch(parts.train_loader, config.seed, state.epoch, position)
 
-                for micro_batches in _group(parts.train_loader, trainer.accumulate_grad_batches):
-                    step_samples = sum(batch_size_of(b) for b in micro_batches)
+                spare: Any = None  # this rank's latest batch, for a step where it holds none
+                for micro_batches in _steps(parts, trainer.accumulate_grad_batches, state):
+                    # Global micro-batches in this step, and samples in them over all ranks:
+                    # known from the sampler, no collective. The epoch's last step may be short.
+                    blocks = min(
+                        trainer.accumulate_grad_batches,
+                        parts.batches_per_epoch - state.batch_in_epoch,
+                    )
+                    step_samples = parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
                     # Out of memory: free, halve the micro-batch, retry the step on the same
                     # samples with twice the micro-steps (brickwork.memory; same math).
                     for attempt in built.recovery.attempts(micro_batches, state.step):
@@ -184,8 +196,7 @@ def _fit(
                             built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
                             pieces = attempt.micro_batches
                             for index, batch in enumerate(pieces):
-                                # Injected faults; under DDP a collective before the last.
-                                attempt.before_micro_step(index)
+                                attempt.before_micro_step(index)  # injected faults (tests)
                                 batch = move_to_device(
                                     batch, device, non_blocking, trainer.channels_last
                                 )
@@ -195,20 +206,22 @@ def _fit(
                                     with built.autocast:
                                         output = parts.compute_loss(model, batch)
                                     loss = output["loss"]
-                                    # Weighted to the mean over the whole step; one micro-step
-                                    # needs no multiply (x1.0 is exact, and each tiny op costs
-                                    # time on the CPU).
-                                    single = len(pieces) == 1
-                                    scaled = loss if single else loss * (num_samples / step_samples)
+                                    # Weighted by this rank's share of the step's samples over
+                                    # all ranks, times the ranks DDP divides by: the gradient
+                                    # is the global mean. An equal share needs no multiply.
+                                    share = num_samples * world_size / step_samples
+                                    scaled = loss if share == 1 else loss * share
                                     (scaler.scale(scaled) if scaler else scaled).backward()
                                 losses.append((loss.detach(), num_samples))
+                    if not micro_batches:  # no sample here this step: join DDP's all-reduce
+                        spare = join_gradient_sync(model, parts, spare, device, built.autocast)
+                    spare = micro_batches[-1] if micro_batches else spare
 
-                    if not built.nonfinite.all_finite(losses):  # a device sync (and a collective)
-                        built.nonfinite.handle(
-                            state, micro_batches
-                        )  # raises NonFiniteError to stop
-                        state.batch_in_epoch += len(micro_batches)  # skipped: no update
+                    if skip_nonfinite and not built.nonfinite.all_finite(losses):  # a sync
+                        built.nonfinite.handle(state, micro_batches)  # raises past the limit
+                        state.batch_in_epoch += blocks  # skipped: no update
                         continue
+                    built.nonfinite.record(state, losses)  # on the device: read by `check`
                     for loss, num_samples in losses:  # on device: no sync
                         weighted = loss.float() * num_samples
                         state.interval_loss.add_sum(weighted, num_samples)
@@ -228,10 +241,12 @@ def _fit(
                     if schedule is not None and schedule.interval == "step":
                         schedule.scheduler.step()  # type: ignore[call-arg]
                     state.step += 1
-                    state.batch_in_epoch += len(micro_batches)
+                    state.batch_in_epoch += blocks
 
                     logs: dict[str, float] = {}
-                    if state.step % trainer.log_every_n_steps == 0:
+                    logging_step = state.step % trainer.log_every_n_steps == 0
+                    if logging_step:
+                        built.nonfinite.check(state)  # reads the kept flags: a sync (collective)
                         # A device sync, and under DDP a collective: the mean over all ranks.
                         train_loss = mean_across_ranks(*state.interval_loss.totals())
                         logs = {"train/loss": train_loss, "lr": _lr(optimizer)}
@@ -242,29 +257,21 @@ def _fit(
                         state.request_stop(StopKind.MAX_STEPS, f"step {trainer.max_steps}")
                     if (preempted := signals.stop()) is not None:
                         state.request_stop(preempted.kind, preempted.detail)
-                    state.stop = agree_stop(state.stop)  # collective: all ranks stop together
+                    # Under DDP ranks agree on logging steps and at max_steps only: a plain
+                    # step waits for no other rank, and every rank stops after the same step.
+                    agreed = logging_step or world_size == 1 or state.step == trainer.max_steps
+                    if agreed:
+                        state.stop = agree_stop(state.stop)  # collective: all stop together
                     built.checkpointer.after_step(state)
-                    if state.should_stop:
+                    if agreed and state.should_stop:
                         break
 
+                built.nonfinite.check(state)  # a device sync (and a collective)
                 epoch_complete = state.batch_in_epoch >= parts.batches_per_epoch
                 reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
                 if not (epoch_complete or reached_max_steps):
                     break  # stopped mid-epoch (a signal): no epoch-end work; resume picks up here
-                # A device sync, and under DDP a collective.
-                metrics = {"train/loss_epoch": mean_across_ranks(*state.epoch_loss.totals())}
-                if reached_max_steps or (
-                    epoch_complete and (state.epoch + 1) % trainer.val_every_n_epochs == 0
-                ):
-                    val_metrics = _validate(parts, config.seed, state.epoch, built)
-                    metrics.update(val_metrics)
-                    emit(callbacks, "on_validation_end", state, val_metrics)
-                metrics["lr"] = _lr(optimizer)
-                if epoch_complete:
-                    _step_epoch_schedule(schedule, metrics)
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-                    state.epoch_loss.reset()
+                metrics = _end_epoch(built, config, epoch_complete)  # validates: collectives
                 _log_metrics(loggers, metrics, state)
                 emit(callbacks, "on_epoch_end", state, metrics)
                 state.stop = agree_stop(state.stop)  # collective: all ranks stop together
@@ -277,6 +284,28 @@ def _fit(
         finally:
             summary = _finish(config, run, built, stop, metrics, started)
     return summary
+
+
+def _end_epoch(built: _Training, config: Config, epoch_complete: bool) -> dict[str, float]:
+    """The epoch's training loss, validation when due, the epoch schedule, the counters.
+
+    Runs after a whole epoch, or at `max_steps` (validated, but the epoch stays open).
+    The loss mean is a device sync and, like validation, a collective under DDP.
+    """
+    state, trainer = built.state, config.trainer
+    reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
+    metrics = {"train/loss_epoch": mean_across_ranks(*state.epoch_loss.totals())}
+    if reached_max_steps or (state.epoch + 1) % trainer.val_every_n_epochs == 0:
+        val_metrics = _validate(built.parts, config.seed, state.epoch, built)
+        metrics.update(val_metrics)
+        emit(built.callbacks, "on_validation_end", state, val_metrics)
+    metrics["lr"] = _lr(built.optimizer)
+    if epoch_complete:
+        _step_epoch_schedule(built.schedule, metrics)
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        state.epoch_loss.reset()
+    return metrics
 
 
 @torch.no_grad()
@@ -364,13 +393,7 @@ def _build_training(
     # Freezing happens here, before DDP wraps the model: DDP syncs only the parameters
     # that require gradients when it is built.
     optimizer, schedule = build_optimization(config, parts.model, steps_per_epoch)
-    model = wrap_model(parts.model, trainer, device)
-    checkpointer = ModelCheckpoint(
-        run.checkpoints,
-        **config.checkpoint.model_dump(),
-        batches_per_epoch=parts.batches_per_epoch,
-        extra_state={"config": config.to_dict(), "versions": _versions()},
-    )
+    model = compile_model(wrap_model(parts.model, trainer, device), trainer.compile)
     nonfinite = NonFiniteGuard(
         trainer.on_nonfinite,
         trainer.max_nonfinite_steps,
@@ -379,6 +402,14 @@ def _build_training(
         parts.compute_loss,
         parts.train_loader,
         device,
+        run.checkpoints,
+    )
+    checkpointer = ModelCheckpoint(
+        run.checkpoints,
+        **config.checkpoint.model_dump(),
+        batches_per_epoch=parts.batches_per_epoch,
+        extra_state={"config": config.to_dict(), "versions": _versions()},
+        before_save=nonfinite.check,  # no checkpoint holds weights a bad step touched
     )
     recovery = OutOfMemoryRecovery(config.data.batch_size, device, run.directory)
     loggers = build_loggers(config, run.directory, parts.model, parts.data) if main else []
@@ -492,11 +523,45 @@ def _log_metrics(loggers: list[Logger], metrics: dict[str, float], state: TrainS
         logger.log_metrics(metrics, state.step, state.epoch_of_step)
 
 
-def _group(loader: DataLoader[Any], size: int) -> Iterator[list[Any]]:
-    """Batches in lists of `size` (the last list of an epoch may be shorter)."""
-    iterator = iter(loader)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _steps(parts: Components, size: int, state: TrainState) -> Iterator[list[Any]]:
+    """This rank's batches in lists of `size`, one list per optimizer step of the epoch's rest.
+
+    Every rank gets as many lists as the epoch has steps over all ranks: a rank whose
+    share ran out early gets a shorter or an empty list, and still takes the step.
+    """
+    num_steps = -(-(parts.batches_per_epoch - state.batch_in_epoch) // size)
+    iterator = iter(parts.train_loader)
+    for _ in range(num_steps):
+        yield list(itertools.islice(iterator, size))
+
+
+def join_gradient_sync(
+    model: nn.Module,
+    parts: Components,
+    spare: Any,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager[Any],
+) -> Any:
+    """A zero-weight forward and backward, so a rank without samples joins DDP's all-reduce.
+
+    Runs in eval mode on a batch this rank already trained on (BatchNorm statistics and
+    random draws stay untouched); its gradients are exactly zero, so the average over
+    ranks, which DDP divides by the number of ranks, is what the others' weights make it.
+    Returns the batch used. With one process there is no all-reduce to join.
+    """
+    if get_world_size() == 1:
+        return spare
+    if spare is None:  # nothing seen yet (a resume at such a step): the first sample
+        with torch.random.fork_rng(devices=[]):
+            spare = parts.train_loader.collate_fn([parts.train_loader.dataset[0]])
+    model.eval()
+    try:
+        with autocast:
+            loss = parts.compute_loss(model, move_to_device(spare, device))["loss"]
+        (loss * 0.0).backward()
+    finally:
+        model.train()
+    return spare
 
 
 def _finished(state: TrainState, config: Config) -> bool:

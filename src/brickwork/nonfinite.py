@@ -1,16 +1,21 @@
 """What to do when a step's loss is NaN or infinite: stop and say where, or skip the step.
 
-The loop asks `NonFiniteGuard.all_finite` once per optimizer step, before the
-optimizer touches the weights, so a non-finite loss never reaches them. On a bad
-step the guard either skips it (`trainer.on_nonfinite: skip`, counted, and a stop
-once more than `trainer.max_nonfinite_steps` were skipped) or stops the run. Before
-stopping it replays the batch with forward hooks to name the first module whose
-output was non-finite, and every bad step's sample indices go to `nonfinite.jsonl`
-in the run folder, so the offending samples can be looked at.
+`trainer.on_nonfinite: stop` (the default) never makes a step wait for the device:
+the loop hands each step's losses to `NonFiniteGuard.record`, which keeps them on the
+device, and `check` reads them on logging steps, at epoch end and before every
+checkpoint is written (one sync there, where the loop syncs anyway). On a bad step
+it stops the run naming the first bad step, restores the weights from the newest
+checkpoint taken before that step (or says that there was none), and replays that
+step's samples on them with forward hooks to name the first module whose output was
+non-finite. No checkpoint ever holds weights a bad step touched.
 
-Cost: the check is one `bool()` of a tiny tensor per optimizer step. On the CPU
-that is free; on a GPU it is one device sync per step (fp16 training already pays
-one in `GradScaler.step`).
+`trainer.on_nonfinite: skip` must decide before each optimizer step, so
+`all_finite` reads the losses every step: on a GPU one device sync per step (and
+under DDP one all-reduce), the price of skipping. A skipped step is counted, and
+the run stops once more than `trainer.max_nonfinite_steps` were skipped.
+
+Either way every bad step's sample indices go to `nonfinite.jsonl` in the run folder,
+so the offending samples can be looked at.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from brickwork.batch import batch_size_of, move_to_device, split_batch
-from brickwork.distributed import get_world_size, sum_across_ranks
+from brickwork.checkpoint import MODEL_FILE, list_checkpoints, load_tensors
+from brickwork.distributed import get_world_size, min_across_ranks, sum_across_ranks
 from brickwork.errors import BrickworkError
 
 if TYPE_CHECKING:
@@ -61,9 +68,11 @@ class NonFiniteGuard:
         compute_loss: Callable[[nn.Module, Any], dict[str, torch.Tensor]],
         loader: DataLoader[Any],
         device: torch.device,
+        checkpoints: Path | None = None,
     ) -> None:
         self.on_nonfinite, self.max_nonfinite_steps = on_nonfinite, max_nonfinite_steps
         self.report_file = report_dir / REPORT_FILE
+        self.checkpoints = checkpoints
         self.model, self.compute_loss, self.loader, self.device = (
             model,
             compute_loss,
@@ -72,6 +81,7 @@ class NonFiniteGuard:
         )
         self.num_skipped = 0
         self._saved_buffers: list[torch.Tensor] = []
+        self._recorded: list[_Step] = []  # steps since the last `check`, losses on the device
 
     def remember_buffers(self) -> None:
         """With `skip`: copy the float buffers (BatchNorm statistics) a bad forward would spoil.
@@ -88,7 +98,9 @@ class NonFiniteGuard:
     @staticmethod
     def all_finite(losses: list[tuple[torch.Tensor, int]]) -> bool:
         """Whether every micro-step loss of the step is finite; `bool()` here is a device sync."""
-        if len(losses) == 1:  # the common case: one scalar read, no extra tensor ops
+        if not losses:  # this rank held no sample in the step
+            finite = True
+        elif len(losses) == 1:  # the common case: one scalar read, no extra tensor ops
             finite = math.isfinite(losses[0][0].item())
         else:
             stacked = torch.stack([loss.float() for loss, _ in losses])
@@ -97,6 +109,91 @@ class NonFiniteGuard:
             (num_bad_ranks,) = sum_across_ranks(0.0 if finite else 1.0)
             finite = num_bad_ranks == 0
         return finite
+
+    def record(self, state: TrainState, losses: list[tuple[torch.Tensor, int]]) -> None:
+        """With `stop`: keep the step's losses, still on the device, for the next `check`.
+
+        Called before the step's counters move: it is step `state.step + 1`. No sync.
+        """
+        if self.on_nonfinite == "stop":
+            count = sum(n for _, n in losses)
+            step = _Step(state.step + 1, state.epoch, state.batch_in_epoch, count)
+            step.losses = [loss for loss, _ in losses]
+            self._recorded.append(step)
+
+    def check(self, state: TrainState) -> None:
+        """Read the losses recorded since the last check; stop at the first bad step.
+
+        One device sync (and under DDP one all-reduce, at the same line on every rank:
+        the first bad step over all ranks, since DDP spreads a NaN gradient to all).
+        Raises `NonFiniteError` after restoring the weights of the newest checkpoint
+        taken before the bad step.
+        """
+        if self.on_nonfinite != "stop":
+            return
+        recorded, self._recorded = self._recorded, []
+        losses = [loss.float() for step in recorded for loss in step.losses]
+        bad_step = math.inf
+        if losses:
+            finite = torch.isfinite(torch.stack(losses))
+            if not bool(finite.all()):  # the sync
+                flags = iter(finite.tolist())
+                bad_step = next(s.step for s in recorded for _ in s.losses if not next(flags))
+        if get_world_size() > 1:
+            bad_step = min_across_ranks(bad_step)
+        if bad_step < math.inf:
+            found = [s for s in recorded if s.step == bad_step]
+            self._stop(state, found[0] if found else _Step(int(bad_step), state.epoch, -1, 0))
+
+    def _stop(self, state: TrainState, bad: _Step) -> None:
+        indices = self._indices_at(bad.batch_in_epoch, bad.num_samples)
+        restored = self._restore_before(bad.step)
+        if restored is None:
+            culprit = "not replayed: no checkpoint was taken before it to replay on"
+            weights = "no checkpoint was taken before it, so the weights stay non-finite"
+        else:
+            culprit = self._replay(indices)
+            weights = f"weights restored from checkpoint {restored}"
+        self._report(
+            {
+                "step": bad.step,
+                "epoch": bad.epoch,
+                "sample_indices": indices,
+                "source": culprit,
+                "skipped": False,
+            }
+        )
+        raise NonFiniteError(
+            f"non-finite loss at step {bad.step} (epoch {bad.epoch}): {culprit}; "
+            f"the batch's {len(indices)} sample indices are in {self.report_file}; {weights}; "
+            "lower optimizer.lr, set trainer.gradient_clip_val, check those samples, "
+            "or set trainer.on_nonfinite=skip"
+        )
+
+    def _restore_before(self, step: int) -> str | None:
+        """Load the newest checkpoint older than `step` into the model; its name, or None."""
+        if self.checkpoints is None:
+            return None
+        for folder in reversed(list_checkpoints(self.checkpoints)):
+            if int(folder.name.split("-")[1]) < step and (folder / MODEL_FILE).is_file():
+                self.model.load_state_dict(load_tensors(folder / MODEL_FILE, self.device))
+                return folder.name
+        return None
+
+    def _replay(self, indices: list[int]) -> str:
+        """Name where the bad step's samples, read again, first turn non-finite."""
+        if not indices:
+            return "not replayed: this process held none of the step's samples"
+        dataset, collate = self.loader.dataset, self.loader.collate_fn
+        batch = collate([dataset[i] for i in indices])
+        return find_nonfinite_source(self.model, self.compute_loss, [batch], self.device)
+
+    def _indices_at(self, batch_in_epoch: int, count: int) -> list[int]:
+        sampler = self.loader.sampler
+        if batch_in_epoch < 0 or not hasattr(sampler, "indices"):
+            return []
+        start = batch_in_epoch * (self.loader.batch_size or 1)
+        return [int(i) for i in sampler.indices()[start : start + count]]
 
     def handle(self, state: TrainState, micro_batches: list[Any]) -> None:
         """Record the bad step; return to skip it, or raise `NonFiniteError` to stop."""
@@ -144,12 +241,8 @@ class NonFiniteGuard:
 
     def _sample_indices(self, state: TrainState, micro_batches: list[Any]) -> list[int]:
         """Dataset indices of the step's samples: the sampler's order is known per epoch."""
-        sampler = self.loader.sampler
-        if not hasattr(sampler, "indices"):
-            return []
-        start = state.batch_in_epoch * (self.loader.batch_size or 1)
         count = sum(batch_size_of(batch) for batch in micro_batches)
-        return [int(i) for i in sampler.indices()[start : start + count]]
+        return self._indices_at(state.batch_in_epoch, count)
 
     def _report(self, row: dict[str, Any]) -> None:
         with self.report_file.open("a", encoding="utf-8") as handle:
@@ -160,6 +253,17 @@ class NonFiniteGuard:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_skipped = int(state["num_skipped"])
+
+
+@dataclass
+class _Step:
+    """One optimizer step as `record` keeps it: where its samples are, and its losses."""
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    num_samples: int
+    losses: list[torch.Tensor] = field(default_factory=list)
 
 
 @torch.no_grad()

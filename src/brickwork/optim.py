@@ -45,9 +45,26 @@ register("optimizer", "adam")(torch.optim.Adam)
 register("optimizer", "adamw")(torch.optim.AdamW)
 
 
+# Built-ins with a fused CUDA kernel: one launch per step instead of one per parameter.
+_FUSED_ON_CUDA = frozenset({"sgd", "adam", "adamw"})
+
+
 def build_optimizer(name: str, params: Iterable[Any], kwargs: dict[str, Any]) -> Optimizer:
-    """Instantiate the optimizer `name` over `params` (tensors or param groups)."""
+    """Instantiate the optimizer `name` over `params` (tensors or param groups).
+
+    On CUDA the built-in SGD, Adam and AdamW take their fused implementation unless the
+    config chooses (`optimizer.fused` or `optimizer.foreach`).
+    """
+    params = list(params)
+    chosen = {"fused", "foreach"} & kwargs.keys()
+    if name in _FUSED_ON_CUDA and not chosen and _all_on_cuda(params):
+        kwargs = {**kwargs, "fused": True}
     return registry.build("optimizer", name, kwargs, params)
+
+
+def _all_on_cuda(params: list[Any]) -> bool:
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(t.is_cuda and t.is_floating_point() for t in tensors)
 
 
 def build_scheduler(

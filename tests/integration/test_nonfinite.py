@@ -43,6 +43,8 @@ def test_nonfinite_loss_stops_naming_step_module_and_samples(
         )
     message = str(error.value)
     assert "step 4" in message and "features.0 (Conv2d)" in message
+    # Read before the step-4 checkpoint would be written; step 2's weights are put back.
+    assert "weights restored from checkpoint step-00000002" in message
     assert "trainer.on_nonfinite=skip" in message
     rows = [json.loads(line) for line in (run_dir / "nonfinite.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 4 and len(rows[0]["sample_indices"]) == 64
@@ -64,3 +66,17 @@ def test_skip_mode_skips_counts_and_stops_past_the_limit(
     assert [json.loads(r)["skipped"] for r in rows] == [True, True]
     with pytest.raises(NonFiniteError, match="max_nonfinite_steps=2"):
         fit(overrides=skipping, run_dir=tmp_path / "b", callbacks=[PoisonAfterStep(3, 3)])
+
+
+def test_a_bad_step_found_at_a_logging_step_without_an_earlier_checkpoint_says_so(
+    tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    """The flag is read at step 5 (logging), not at step 2 when it happened."""
+    with pytest.raises(NonFiniteError) as error:
+        fit(overrides=fast_overrides, run_dir=tmp_path / "run", callbacks=[PoisonAfterStep(1, 99)])
+    message = str(error.value)
+    assert "non-finite loss at step 2 (epoch 0)" in message
+    assert "no checkpoint was taken before it, so the weights stay non-finite" in message
+    rows = [json.loads(r) for r in (tmp_path / "run" / "nonfinite.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2] and len(rows[0]["sample_indices"]) == 64
+    assert not (tmp_path / "run" / "checkpoints" / "last").exists()

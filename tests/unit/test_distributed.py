@@ -45,9 +45,21 @@ def test_global_batch_size_accumulates_in_even_micro_batches() -> None:
     assert (resolved.data.batch_size, resolved.trainer.accumulate_grad_batches) == (10, 4)
 
 
+def test_global_batch_size_that_processes_cannot_share_evenly_differs_by_one_sample() -> None:
+    resolved = resolve_batch_sizes(config("data.global_batch_size=32", "data.batch_size=32"), 3)
+    assert (resolved.data.batch_size, resolved.trainer.accumulate_grad_batches) == (11, 1)
+    assert "global batch 32 = 3 process(es) x 10-11 per process" in describe_batch(resolved, 3)
+    resolved = resolve_batch_sizes(config("data.global_batch_size=32", "data.batch_size=6"), 3)
+    assert (resolved.data.batch_size, resolved.trainer.accumulate_grad_batches) == (6, 2)
+
+
 def test_global_batch_size_that_processes_cannot_share_says_how_to_fix() -> None:
-    with pytest.raises(ConfigError, match=r"global_batch_size = 33: not divisible by 2 .*multiple"):
-        resolve_batch_sizes(config("data.global_batch_size=33"), 2)
+    with pytest.raises(
+        ConfigError, match=r"global_batch_size = 2: smaller than the 3 .*at least 3"
+    ):
+        resolve_batch_sizes(config("data.global_batch_size=2"), 3)
+    with pytest.raises(ConfigError, match=r"global_batch_size = 5 on 3 .*raise data.batch_size"):
+        resolve_batch_sizes(config("data.global_batch_size=5", "data.batch_size=1"), 3)
     with pytest.raises(ConfigError, match=r"accumulate_grad_batches = 2.*drop one"):
         resolve_batch_sizes(
             config("data.global_batch_size=32", "trainer.accumulate_grad_batches=2"), 1
@@ -55,18 +67,16 @@ def test_global_batch_size_that_processes_cannot_share_says_how_to_fix() -> None
 
 
 def test_evaluation_split_counts_every_sample_once() -> None:
-    ranks = [
-        ResumableSampler(11, shuffle=False, num_replicas=4, rank=r, pad=False) for r in range(4)
-    ]
+    ranks = [ResumableSampler(11, shuffle=False, num_replicas=4, rank=r) for r in range(4)]
     shares = [list(sampler) for sampler in ranks]
     assert sorted(i for share in shares for i in share) == list(range(11))
     assert [len(sampler) for sampler in ranks] == [3, 3, 3, 2]
 
 
-def test_training_split_pads_so_every_rank_takes_the_same_steps() -> None:
-    ranks = [ResumableSampler(11, seed=3, num_replicas=4, rank=r) for r in range(4)]
-    assert {len(list(sampler)) for sampler in ranks} == {3}
-    assert set().union(*(set(sampler) for sampler in ranks)) == set(range(11))
+def test_training_split_repeats_no_sample_and_agrees_on_the_number_of_batches() -> None:
+    ranks = [ResumableSampler(11, seed=3, num_replicas=4, rank=r, batch_total=8) for r in range(4)]
+    assert sorted(i for sampler in ranks for i in sampler) == list(range(11))
+    assert {sampler.num_batches for sampler in ranks} == {2}
 
 
 def test_helpers_are_no_ops_in_one_process() -> None:

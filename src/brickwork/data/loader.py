@@ -30,6 +30,7 @@ def build_dataloader(
     num_replicas: int = 1,
     rank: int = 0,
     targets: torch.Tensor | None = None,
+    batch_total: int | None = None,
 ) -> DataLoader[Any]:
     """A DataLoader driven by a `ResumableSampler`.
 
@@ -39,9 +40,10 @@ def build_dataloader(
     With `data.sampler: weighted` and training `targets`, samples are drawn with
     probability inversely proportional to their class's frequency.
 
-    With `num_replicas > 1` each rank reads its own share: training pads by wrapping so
-    every rank takes the same number of steps, evaluation (`train=False`) does not pad
-    so no sample is counted twice.
+    With `num_replicas > 1` each rank reads its own share, never padded: training cuts
+    each global batch of `batch_total` samples (default `batch_size` x ranks) across the
+    ranks, so the loader's batch size is this rank's share of it; evaluation
+    (`train=False`) splits the whole split, so no sample is counted twice.
     """
     weights = None
     if train and data.sampler == "weighted":
@@ -52,19 +54,18 @@ def build_dataloader(
         seed=seed,
         num_replicas=num_replicas,
         rank=rank,
-        drop_last=False,
+        drop_last=train and data.drop_last,  # the epoch's last short global batch
         weights=weights,
-        pad=train,
+        batch_total=(batch_total or data.batch_size * num_replicas) if train else None,
     )
     workers = data.num_workers
     return DataLoader(
         dataset,
-        batch_size=data.batch_size if train else (data.eval_batch_size or data.batch_size),
+        batch_size=sampler.batch_size if train else (data.eval_batch_size or data.batch_size),
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_fn,
         pin_memory=pin_memory,
-        drop_last=train and data.drop_last,
         persistent_workers=data.persistent_workers and workers > 0,
         prefetch_factor=data.prefetch_factor if workers > 0 else None,
         worker_init_fn=seed_worker if workers > 0 else None,
