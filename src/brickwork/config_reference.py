@@ -165,7 +165,7 @@ def component_markdown() -> str:
 
     lines = ["| component | argument | type | default |", "| --- | --- | --- | --- |"]
     for kind in ("model", "dataset"):
-        for name in registry.available(kind):
+        for name in registry.built_in(kind):
             if name.startswith("test_"):
                 continue
             factory = registry.get(kind, name)

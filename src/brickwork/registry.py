@@ -49,6 +49,7 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 _TABLES: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
+_REGISTERED_BY: dict[tuple[str, str], str] = {}  # (kind, name) -> the registering module
 _loaded_builtins: set[str] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +67,8 @@ def register(kind: str, name: str | None = None) -> Callable[[F], F]:
         ... def my_loss() -> torch.nn.Module: ...
     """
     _check_kind(kind)
+    # The module that registers (not the factory's own: torch's optimizers are built-ins too).
+    caller = sys._getframe(1).f_globals.get("__name__", "")
 
     def decorator(factory: F) -> F:
         key = name or getattr(factory, "__name__", None)
@@ -82,6 +85,7 @@ def register(kind: str, name: str | None = None) -> Callable[[F], F]:
                 f"choose another name for {_qualname(factory)}"
             )
         _TABLES[kind][key] = factory
+        _REGISTERED_BY[(kind, key)] = caller
         return factory
 
     return decorator
@@ -107,6 +111,15 @@ def available(kind: str) -> list[str]:
     _check_kind(kind)
     _load_builtins(kind)
     return sorted(_TABLES[kind])
+
+
+def built_in(kind: str) -> list[str]:
+    """The names brickwork itself registers (not a project's or a test's), sorted."""
+    return [
+        name
+        for name in available(kind)
+        if _REGISTERED_BY.get((kind, name), "").startswith("brickwork.")
+    ]
 
 
 def build(

@@ -399,8 +399,17 @@ def _claim_run_dir(name: str, run_dir: Path | str | None) -> tuple[Path, bool]:
 
 
 # What brickwork writes into a run folder; a folder holding anything else is not taken over.
-_RUN_FILES = ("config.yaml", "train.log", "summary.json", "metrics.jsonl", "data.json")
-_RUN_FOLDERS = ("tb", "checkpoints")
+_RUN_FILES = (
+    "config.yaml",
+    "train.log",
+    "summary.json",
+    "metrics.jsonl",
+    "data.json",
+    "heartbeat.json",
+    "nonfinite.jsonl",
+    "oom_report.txt",
+)
+_RUN_FOLDERS = ("tb", "checkpoints", "wandb", "hf_model")
 
 
 def is_restartable_run(directory: Path) -> bool:

@@ -92,7 +92,7 @@ KINDS = {"dataset": DATASETS, "loss": LOSSES, **OVERRIDES}
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_registered_component_has_a_case(kind: str) -> None:
-    assert set(registry.available(kind)) == set(KINDS[kind])
+    assert set(registry.built_in(kind)) == set(KINDS[kind])
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

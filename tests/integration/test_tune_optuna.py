@@ -120,8 +120,8 @@ def test_grid_enumerates_exactly_the_grid(tmp_path: Path) -> None:
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
-    # hidden_sizes [-1] passes the schema but cannot build: the trial raises.
-    space = _space(tmp_path / "space.yaml", "model.hidden_sizes: [[8], [-1], [16]]\n")
+    # A learning rate of 1e30 passes every check but sends the loss to Inf: the trial raises.
+    space = _space(tmp_path / "space.yaml", "optimizer.lr: [0.01, 1.0e+30, 0.003]\n")
     assert (
         brickwork(
             [
@@ -138,16 +138,16 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> No
         )
         == 0
     )
-    rows = {r["model.hidden_sizes"]: r for r in _rows(Path("s"))}
-    assert rows["[-1]"]["state"] == "failed"
-    assert "Error" in rows["[-1]"]["reason"] and "\n" not in rows["[-1]"]["reason"]
-    assert rows["[8]"]["state"] == rows["[16]"]["state"] == "complete"
+    rows = {float(r["optimizer.lr"]): r for r in _rows(Path("s"))}
+    assert rows[1e30]["state"] == "failed"
+    assert "non-finite" in rows[1e30]["reason"] and "\n" not in rows[1e30]["reason"]
+    assert rows[0.01]["state"] == rows[0.003]["state"] == "complete"
 
 
 def test_a_study_where_every_trial_fails_stops_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    space = _space(tmp_path / "space.yaml", "model.hidden_sizes: {choice: [[-1], [-2]]}\n")
+    space = _space(tmp_path / "space.yaml", "optimizer.lr: {choice: [1.0e+30, 1.0e+31]}\n")
     code = brickwork(
         [
             "tune",
