@@ -72,7 +72,7 @@ def _export(
     path = Path(output) if output is not None else Path(run_dir) / "export" / FORMATS[format]
     owned = path.resolve().parent == (Path(run_dir) / "export").resolve()
     written = [path, path.with_name("config.yaml")] if format == "safetensors" else [path]
-    for target in written:
+    for target in written if format != "hf" else []:  # hf: a folder, checked as one below
         refuse_to_replace(target, "--output", force or owned)
     parts, folder = load_trained(Path(run_dir), checkpoint)
     model = unwrap_model(parts.model).eval()

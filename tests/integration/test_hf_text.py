@@ -225,7 +225,7 @@ def test_hf_export_loads_in_plain_transformers_with_the_checkpoints_logits(
     from brickwork.errors import ConfigError
     from brickwork.export import export_run
 
-    with pytest.raises(ConfigError, match="brickwork did not write it"):
+    with pytest.raises(ConfigError, match="was not written by brickwork export"):
         export_run(Path("run"), "hf", Path("topics.csv"))
     assert export_run(Path("run"), "hf", Path("exported"))["max_abs_diff"] < 1e-5  # replaces
 
