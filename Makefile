@@ -24,8 +24,9 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks scripts examples
 	$(BIN)/mypy
 
+# Two workers, one test file each at a time (module fixtures run once): the 2-core budget.
 test: lint
-	$(BIN)/python -m pytest -m "not ray"
+	$(BIN)/python -m pytest -m "not ray" -n 2 --dist loadfile
 	$(MAKE) test-ray
 
 # Tests that start Ray run in a network namespace with only loopback (root; util-linux's
