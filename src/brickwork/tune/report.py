@@ -139,8 +139,7 @@ def write_plots(
     folder: StudyFolder, settings: StudySettings, records: Sequence[TrialRecord]
 ) -> None:
     """history.png, importance.png (2+ keys, 2+ completed trials) and parallel.png."""
-    # matplotlib's font cache and config go to the study, not ~/.cache and ~/.config.
-    os.environ.setdefault("MPLCONFIGDIR", str(folder.directory / "plots" / ".matplotlib"))
+    os.environ.setdefault("MPLCONFIGDIR", str((folder.directory / ".matplotlib").resolve()))
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write files only

@@ -23,6 +23,9 @@ log = logging.getLogger("brickwork")
 def run_search(folder: StudyFolder) -> int:
     """Run the study in `folder` until its budget is spent; returns the exit code."""
     settings = folder.load()
+    # Before any import of matplotlib here or in a worker (Ray's included): its font cache
+    # and config go to the study folder, not ~/.cache and ~/.config.
+    os.environ.setdefault("MPLCONFIGDIR", str((folder.directory / ".matplotlib").resolve()))
     if settings.engine == "ray":
         from brickwork.tune.ray_engine import run_ray_study
 
