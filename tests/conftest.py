@@ -6,12 +6,17 @@ run to a second or two on a 2-core CPU.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
+from unittest import mock
 
 import pytest
 
@@ -65,6 +70,80 @@ def run_cli(
         timeout=timeout_s,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def run_cli_in_process(
+    args: Sequence[str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `brickwork ARGS` through `cli.main` in this process, seen as a shell sees it.
+
+    Saves a Python start-up per call where the process is not the point. Output is caught
+    at the file-descriptor level (what torch or a C library prints counts too), and an
+    exception that escapes `main` is printed as the interpreter would, with exit code 1.
+    """
+    from brickwork import cli
+
+    wide = mock.patch.dict(os.environ, {"COLUMNS": "200"})  # as run_cli's terminal
+    with _captured_output() as (out, err):
+        with _cwd(cwd), wide:
+            _drop_console_handlers()  # main binds a fresh one to the captured stderr
+            try:
+                code = cli.main(list(args))
+            except SystemExit as stop:  # argparse's usage errors
+                code = stop.code if isinstance(stop.code, int) else 1
+            except BaseException:  # a real process would print it and exit 1
+                traceback.print_exc()
+                code = 1
+            finally:
+                _drop_console_handlers()
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+class _Captured:
+    def __init__(self, file: IO[str]) -> None:
+        self.file = file
+
+    def getvalue(self) -> str:
+        self.file.flush()
+        self.file.seek(0)
+        return self.file.read()
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[tuple[_Captured, _Captured]]:
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    sys.stdout.flush(), sys.stderr.flush()
+    with (
+        tempfile.TemporaryFile("w+", errors="replace") as out,
+        tempfile.TemporaryFile("w+", errors="replace") as err,
+    ):
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield _Captured(out), _Captured(err)
+        finally:
+            out.flush(), err.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+@contextlib.contextmanager
+def _cwd(folder: Path | None) -> Iterator[None]:
+    before = Path.cwd()
+    if folder is not None:
+        os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _drop_console_handlers() -> None:
+    log = logging.getLogger("brickwork")
+    for handler in [h for h in log.handlers if getattr(h, "_brickwork_console", False)]:
+        log.removeHandler(handler)
 
 
 # The same, with the MLP instead of the CNN (no BatchNorm; dropout set per test).
