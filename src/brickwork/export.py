@@ -10,8 +10,9 @@ export fails here rather than in production.
 
 `--format hf` (for `hf/` models) writes a folder that plain
 `AutoModelForSequenceClassification.from_pretrained` and `AutoTokenizer.from_pretrained`
-load without brickwork, LoRA adapters merged into the weights; it is checked by loading
-it back through transformers' Auto classes.
+(for images `AutoModelForImageClassification` and, with `data.normalize: model`,
+`AutoImageProcessor`) load without brickwork, LoRA adapters merged into the weights; it
+is checked by loading it back through transformers' Auto classes.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path, run: Path) -> 
 
 
 def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) -> float:
-    """save_pretrained (LoRA merged) plus the tokenizer; returns the logits' largest gap.
+    """save_pretrained (LoRA merged) plus the tokenizer or image processor; returns the
+    logits' largest gap.
 
     Written to a temporary folder and renamed, so `path` is never half-written; an
     existing folder is replaced only when an earlier export wrote it.
@@ -157,7 +159,7 @@ def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) ->
     import os
 
     from brickwork.batch import logits_of
-    from brickwork.models.huggingface import merge_lora, transformer_of
+    from brickwork.models.huggingface import merge_lora, preprocessor_of, transformer_of
 
     if transformer_of(model) is None:
         raise ConfigError(
@@ -174,9 +176,9 @@ def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) ->
     try:
         temporary.mkdir(parents=True, exist_ok=True)
         merge_lora(model).save_pretrained(temporary)  # type: ignore[operator]
-        tokenizer = parts.data.extra.get("tokenizer")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(temporary)
+        preprocessor = preprocessor_of(parts.data.extra)  # tokenizer or image processor
+        if preprocessor is not None:
+            preprocessor.save_pretrained(temporary)
         with torch.no_grad():
             expected = logits_of(model(**inputs))
             actual = logits_of(_load_auto(temporary, model)(**inputs))

@@ -22,7 +22,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from brickwork import fit
-from tests.conftest import run_cli
 from tests.hf_models import write_topic_csv
 from tests.resume import StopAtStep, assert_same_state, final_state
 
@@ -203,9 +202,10 @@ def test_example_config_is_valid() -> None:
 def test_hf_export_loads_in_plain_transformers_with_the_checkpoints_logits(
     tiny_bert: Path, topics: Path
 ) -> None:
+    from brickwork.cli import main
+
     fit(_load(hf_config(tiny_bert, topics, max_epochs=1), [LORA]), run_dir="run")
-    result = run_cli(["export", "run", "--format", "hf", "--output", "exported"])
-    assert result.returncode == 0, result.stderr
+    assert main(["export", "run", "--format", "hf", "--output", "exported"]) == 0  # in-process
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from brickwork.batch import ModelKwargs, call_model, logits_of
@@ -274,6 +274,74 @@ def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(
         assert "\n" not in line and "no-such-org/tiny-model" in line
         assert "save_pretrained('models/tiny-model')" in line
         assert "set model.name: hf/models/tiny-model" in line
+
+
+@pytest.fixture
+def console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`brickwork.cli.main` in-process attaches its console handler to this test's stderr."""
+    monkeypatch.setattr(logging.getLogger("brickwork"), "handlers", [])
+
+
+UNCACHED = {  # model.name: hf/bert-base-uncased with data that need each path first
+    "tokenizer": ["data.tokenizer=model", "data.csv=topics.csv", "data.name=text_csv"],
+    "text model": ["data.tokenizer=whitespace", "data.csv=topics.csv", "data.name=text_csv"],
+    "image model": [],  # the digits images
+}
+
+
+@pytest.mark.parametrize("case", UNCACHED)
+def test_an_uncached_hub_id_offline_fails_in_one_line_and_leaves_no_run_folder(
+    topics: Path, case: str, console: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from brickwork.cli import main
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # and HF_HOME is an empty scratch cache
+    overrides = ["model.name=hf/bert-base-uncased", "model.pretrained=true", *UNCACHED[case]]
+    assert main(["train", *overrides]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "Traceback" not in error
+    assert error.startswith("brickwork train: error: ") and "'bert-base-uncased'" in error
+    auto = "AutoModelForImageClassification" if case == "image model" else "AutoTokenizer"
+    assert auto in error and "save_pretrained('models/bert-base-uncased')" in error
+    assert error.endswith("set model.name: hf/models/bert-base-uncased")
+    assert not any(Path("runs").rglob("*")), "a half-made run folder was left"
+
+
+def test_missing_unexpected_and_new_head_keys_are_shown_on_the_console(
+    tmp_path: Path, topics: Path, console: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A masked-LM folder: no pooler (missing), an MLM head (unexpected), no classifier."""
+    from brickwork.cli import main
+    from tests.hf_models import build_tiny_bert
+
+    folder = build_tiny_bert(tmp_path / "tiny-mlm", masked_lm=True)
+    data = [
+        "data.name=text_csv",
+        "data.csv=topics.csv",
+        "data.tokenizer=model",
+        "data.max_length=48",
+    ]
+    quiet = ["loggers.progress_bar=false", "loggers.tensorboard.enabled=false"]
+    run = ["trainer.max_steps=1", "trainer.test_after_fit=false", "--run-dir", "run"]
+    assert (
+        main(["train", f"model.name=hf/{folder}", "model.pretrained=true", *data, *quiet, *run])
+        == 0
+    )
+    lines = capsys.readouterr().err.splitlines()
+    shown = [line for line in lines if line.startswith("brickwork: ") and "pretrained:" in line]
+    assert shown[0] == f"brickwork: pretrained: loaded 37 tensors from {folder}"
+    assert shown[1] == (
+        "brickwork: pretrained: new classifier head, freshly initialised "
+        "(classifier.bias, classifier.weight)"
+    )
+    assert shown[2].startswith("brickwork: WARNING: pretrained: 2 tensors outside the head")
+    assert shown[2].endswith(
+        "initialised freshly: bert.pooler.dense.bias, bert.pooler.dense.weight"
+    )
+    assert shown[3].startswith(f"brickwork: pretrained: 5 tensors in {folder} are not used")
+    assert "cls.predictions.bias" in shown[3] and len(shown) == 4
 
 
 def test_accumulation_and_dynamic_padding_match_one_large_batch(
