@@ -250,12 +250,42 @@ def test_inspect_shows_the_transformer_layers_and_lora_adapters(
     from brickwork import inspect_model
 
     shown = str(inspect_model(_load(hf_config(tiny_bert, topics), [LORA.replace("r: 4", "r: 2")])))
-    lines = shown.splitlines()
-    layer = next(line for line in lines if line.startswith("bert.encoder.layer.1 "))
-    assert "partly frozen" in layer and "(8, " in layer
-    head = next(line for line in lines if line.startswith("classifier "))
-    assert "ModulesToSaveWrapper" in head and " 99 " in head  # the trained copy: 3 x 32 + 3
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    # module, type, params, trainable, frozen, status: a layer's 8,544 weights stay frozen,
+    # its adapters (query and value: 2 x (2 x 32 + 32 x 2)) train.
+    assert rows["bert.encoder.layer.1"][1:7] == [
+        "BertLayer",
+        "8,800",
+        "256",
+        "8,544",
+        "partly",
+        "frozen",
+    ]
+    assert rows["bert.encoder.layer.1"][7] == "(8,"  # output shape (8, T, 32)
+    head = rows["classifier"]  # the trained copy (3 x 32 + 3) beside the frozen original
+    assert head[1:5] == ["ModulesToSaveWrapper", "198", "99", "99"]
     assert "LoRA adapters: r=2, alpha=8 on query, value in 4 layers, 512 parameters" in shown
+
+
+def test_inspect_command_shows_each_frozen_transformer_layer_and_the_trainable_head(
+    tiny_bert: Path, topics: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brickwork.cli import main
+
+    data = [
+        "data.name=text_csv",
+        "data.csv=topics.csv",
+        "data.tokenizer=model",
+        "data.max_length=48",
+    ]
+    freeze = ["finetune.freeze=backbone", "--depth", "1"]
+    assert main(["inspect", f"model.name=hf/{tiny_bert}", *data, *freeze]) == 0
+    shown = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    for layer in ("bert.encoder.layer.0", "bert.encoder.layer.1"):  # listed at any depth
+        assert rows[layer][1:6] == ["BertLayer", "8,544", "0", "8,544", "frozen"]
+    assert rows["classifier"][1:6] == ["Linear", "99", "99", "0", "trainable"]
+    assert "parameters: 39,619 total, 99 trainable, 39,520 frozen" in shown
 
 
 def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,7 +120,9 @@ def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
         task_type=peft.TaskType.SEQ_CLS if is_hf and _is_text(model) else None,
     )
     try:
-        return peft.get_peft_model(model, settings)
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            return peft.get_peft_model(model, settings)
     except ValueError as error:
         linears = sorted(
             {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
