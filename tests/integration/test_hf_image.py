@@ -99,9 +99,17 @@ def test_an_hf_image_model_trains_with_its_image_processors_normalisation(
     with Image.open(path) as image:
         expected = processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
     torch.testing.assert_close(bundle.val[0][0], expected, rtol=0, atol=1e-6)
-    summary = fit(image_config(made), run_dir="run")
-    assert summary["status"] == "completed" and summary["num_steps"] == 3
+    config = image_config(made)
+    config["trainer"] = {"max_epochs": 1, "test_after_fit": False}  # 16 images: 4 steps
+    config["loggers"]["tensorboard"] = {"enabled": True, "histogram_every_n_epochs": 0}
+    summary = fit(config, run_dir="run")
+    assert summary["status"] == "completed" and summary["num_steps"] == 4
     assert (Path("run/hf_model") / "preprocessor_config.json").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path("run/tb")))
+    events.Reload()  # the graph and the labelled grid read the model's output object
+    assert events.Tags()["graph"] and "val/predictions" in events.Tags()["images"]
 
 
 def test_hf_image_export_loads_in_plain_transformers_with_the_checkpoints_logits(

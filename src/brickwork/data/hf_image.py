@@ -43,6 +43,8 @@ def load_image_processor(model_name: str | None) -> Any:
         from brickwork.models.huggingface import offline_hint
 
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+        if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
+            reason = "the folder has no preprocessor_config.json"
         fix = (
             "save one there with AutoImageProcessor's save_pretrained, or set data.normalize: "
             "imagenet"

@@ -73,7 +73,7 @@ def build_hf_model(
         else transformers.AutoModelForSequenceClassification
     )
     labels = label_names or [str(i) for i in range(num_classes or 2)]
-    with _quiet_transformers(), _as_config_error(source, image):
+    with quiet_transformers(), _as_config_error(source, image):
         config = transformers.AutoConfig.from_pretrained(
             source,
             num_labels=len(labels),
@@ -268,7 +268,7 @@ def _as_config_error(source: str, image: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers prints progress bars and its own load table; brickwork reports in one log."""
     from transformers.utils import logging as hf_logging
 
