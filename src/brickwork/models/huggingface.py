@@ -15,8 +15,8 @@ folder instead. transformers and peft are imported only when an `hf/` model is b
 (`pip install 'brickwork[hf]'`).
 
 A run keeps what rebuilding the model needs besides its weights (`config.json` and the
-tokenizer) in `RUN/hf_model/`, so `predict`, `evaluate` and `export` work after the
-original folder is gone (`use_run_model_files`).
+tokenizer or image processor) in `RUN/hf_model/`, so `predict`, `evaluate` and `export`
+work after the original folder is gone (`use_run_model_files`).
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def preprocessor_of(extra: dict[str, Any]) -> Any:
     return next((extra[key] for key in PREPROCESSOR_KEYS if extra.get(key) is not None), None)
 
 
-def save_run_model_files(model: nn.Module, tokenizer: Any, folder: Path) -> None:
+def save_run_model_files(model: nn.Module, preprocessor: Any, folder: Path) -> None:
     """Write the model's `config.json` (and the tokenizer or image processor) into `folder`, once.
 
     Written to a temporary folder first and renamed, so a crash leaves no half folder.
@@ -205,8 +205,8 @@ def save_run_model_files(model: nn.Module, tokenizer: Any, folder: Path) -> None
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         found[1].config.save_pretrained(temporary)  # type: ignore[operator, union-attr]
-        if tokenizer is not None:
-            tokenizer.save_pretrained(temporary)
+        if preprocessor is not None:
+            preprocessor.save_pretrained(temporary)
         os.replace(temporary, folder)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
