@@ -85,6 +85,12 @@ def topics() -> Path:
     return write_topic_csv(Path("topics.csv"))
 
 
+@pytest.fixture
+def console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`brickwork.cli.main` in-process attaches its console handler to this test's stderr."""
+    monkeypatch.setattr(logging.getLogger("brickwork"), "handlers", [])
+
+
 def _load(config: dict[str, Any], overrides: list[str]) -> Any:
     from brickwork.config import load_config
 
@@ -200,7 +206,7 @@ def test_example_config_is_valid() -> None:
 
 
 def test_hf_export_loads_in_plain_transformers_with_the_checkpoints_logits(
-    tiny_bert: Path, topics: Path
+    tiny_bert: Path, topics: Path, console: None
 ) -> None:
     from brickwork.cli import main
 
@@ -268,7 +274,7 @@ def test_inspect_shows_the_transformer_layers_and_lora_adapters(
 
 
 def test_inspect_command_shows_each_frozen_transformer_layer_and_the_trainable_head(
-    tiny_bert: Path, topics: Path, capsys: pytest.CaptureFixture[str]
+    tiny_bert: Path, topics: Path, console: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from brickwork.cli import main
 
@@ -304,12 +310,6 @@ def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(
         assert "\n" not in line and "no-such-org/tiny-model" in line
         assert "save_pretrained('models/tiny-model')" in line
         assert "set model.name: hf/models/tiny-model" in line
-
-
-@pytest.fixture
-def console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`brickwork.cli.main` in-process attaches its console handler to this test's stderr."""
-    monkeypatch.setattr(logging.getLogger("brickwork"), "handlers", [])
 
 
 UNCACHED = {  # model.name: hf/bert-base-uncased with data that need each path first
