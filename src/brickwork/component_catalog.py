@@ -32,7 +32,7 @@ KIND_NAMES = (
 # Arguments brickwork passes itself, per kind: the config does not set them.
 SUPPLIED = {
     "model": {"num_classes", "input_shape", "in_channels", "vocab_size"},
-    "dataset": {"seed"},
+    "dataset": {"seed", "model_name"},
     "optimizer": {"params"},
     "scheduler": {"optimizer", "horizon"},
     "loss": {"num_classes", "train_targets"},

@@ -148,8 +148,8 @@ def reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-# Filled in by brickwork: from the data for models, the run's seed for datasets.
-_PROVIDED = {"num_classes", "in_channels", "input_shape", "vocab_size", "seed"}
+# Filled in by brickwork: from the data for models, the run's seed and model for datasets.
+_PROVIDED = {"num_classes", "in_channels", "input_shape", "vocab_size", "seed", "model_name"}
 
 
 def component_markdown() -> str:
@@ -176,7 +176,8 @@ def component_markdown() -> str:
                 if param.name not in accepted:
                     continue
                 if param.name in _PROVIDED:
-                    default = "from the data" if kind == "model" else "the run's `seed`"
+                    field = "model.name" if param.name == "model_name" else "seed"
+                    default = "from the data" if kind == "model" else f"the run's `{field}`"
                 elif param.default is inspect.Parameter.empty:
                     default = "required"
                 else:

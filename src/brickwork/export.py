@@ -10,8 +10,9 @@ export fails here rather than in production.
 
 `--format hf` (for `hf/` models) writes a folder that plain
 `AutoModelForSequenceClassification.from_pretrained` and `AutoTokenizer.from_pretrained`
-load without brickwork, LoRA adapters merged into the weights; it is checked by loading
-it back through transformers' Auto classes.
+(for images `AutoModelForImageClassification` and, with `data.normalize: model`,
+`AutoImageProcessor`) load without brickwork, LoRA adapters merged into the weights; it
+is checked by loading it back through transformers' Auto classes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brickwork.batch import logits_of
 from brickwork.errors import ConfigError
 from brickwork.files import refuse_to_replace
 
@@ -85,9 +87,9 @@ def _export(
     except OSError as error:
         raise ConfigError(f"--output {path}: cannot create its folder ({error.strerror})") from None
     exporter = {"safetensors": _to_safetensors, "torchscript": _to_torchscript, "onnx": _to_onnx}
-    with torch.no_grad():
-        expected = model(example)
-        actual = exporter[format](model, example, path, Path(run_dir))
+    with torch.no_grad():  # an hf/ model returns an output object: compare its logits
+        expected = logits_of(model(example))
+        actual = logits_of(exporter[format](model, example, path, Path(run_dir)))
     gap = float((actual.float().cpu() - expected.float().cpu()).abs().max())
     if gap > 1e-4:
         raise RuntimeError(f"exported {format} model differs from the trained one by {gap:.3g}")
@@ -148,7 +150,8 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path, run: Path) -> 
 
 
 def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) -> float:
-    """save_pretrained (LoRA merged) plus the tokenizer; returns the logits' largest gap.
+    """save_pretrained (LoRA merged) plus the tokenizer or image processor; returns the
+    logits' largest gap.
 
     Written to a temporary folder and renamed, so `path` is never half-written; an
     existing folder is replaced only when an earlier export wrote it.
@@ -156,8 +159,12 @@ def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) ->
     import json
     import os
 
-    from brickwork.batch import logits_of
-    from brickwork.models.huggingface import merge_lora, transformer_of
+    from brickwork.models.huggingface import (
+        merge_lora,
+        preprocessor_of,
+        quiet_transformers,
+        transformer_of,
+    )
 
     if transformer_of(model) is None:
         raise ConfigError(
@@ -173,13 +180,16 @@ def _to_hf_folder(model: nn.Module, parts: Any, path: Path, checkpoint: Path) ->
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         temporary.mkdir(parents=True, exist_ok=True)
-        merge_lora(model).save_pretrained(temporary)  # type: ignore[operator]
-        tokenizer = parts.data.extra.get("tokenizer")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(temporary)
+        with quiet_transformers():  # no progress bars
+            merge_lora(model).save_pretrained(temporary)  # type: ignore[operator]
+        preprocessor = preprocessor_of(parts.data.extra)  # tokenizer or image processor
+        if preprocessor is not None:
+            preprocessor.save_pretrained(temporary)
         with torch.no_grad():
             expected = logits_of(model(**inputs))
-            actual = logits_of(_load_auto(temporary, model)(**inputs))
+            with quiet_transformers():
+                reloaded = _load_auto(temporary, model)
+            actual = logits_of(reloaded(**inputs))
         gap = float((actual.float().cpu() - expected.float().cpu()).abs().max())
         if gap > 1e-4:
             raise RuntimeError(f"exported hf model differs from the trained one by {gap:.3g}")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from brickwork.batch import call_model, logits_of
 from brickwork.files import write_atomically
 from brickwork.heartbeat import HEARTBEAT_FILE, Heartbeat
 from brickwork.models.anatomy import unwrap_model
@@ -206,13 +207,20 @@ class TensorBoardLogger:
         device = next(module.parameters()).device
         was_training = module.training
         module.eval()  # eval: dropout draws no random numbers, so resume stays exact
+        library = logging.getLogger("transformers")  # an hf/ model notes its loss when traced
+        library_level = library.level
+        library.setLevel(logging.ERROR)
         try:
             with warnings.catch_warnings():  # add_graph traces with torch.jit, deprecated but
                 warnings.simplefilter("ignore", FutureWarning)  # still TensorBoard's only way
-                self.writer.add_graph(module, example[0][:1].to(device))
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks (hf/)
+                # Not strict: an hf/ model returns an output object (a dict) that the graph
+                # may hold; a plain model returns a tensor either way.
+                self.writer.add_graph(module, example[0][:1].to(device), use_strict_trace=False)
         except Exception as error:  # tracing fails on data-dependent control flow
             logging.getLogger("brickwork").warning("TensorBoard graph skipped: %s", error)
         finally:
+            library.setLevel(library_level)
             module.train(was_training)
 
     def _add_histograms(self, model: nn.Module, step: int) -> None:
@@ -232,7 +240,8 @@ class TensorBoardLogger:
         module.eval()
         try:
             device = next(module.parameters()).device
-            predictions = module(inputs.to(device)).argmax(dim=1).cpu()
+            output = call_model(module, inputs.to(device))  # logits, or an hf/ output object
+            predictions = logits_of(output).argmax(dim=1).cpu()
         finally:
             module.train(was_training)
         images = self.denormalize(inputs) if self.denormalize else inputs

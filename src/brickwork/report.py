@@ -269,7 +269,7 @@ def _predict_test(run_dir: Path) -> tuple[Any, Any, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from brickwork.batch import move_to_device, split_batch
+    from brickwork.batch import call_model, logits_of, move_to_device, split_batch
     from brickwork.inference import load_trained
 
     parts, _ = load_trained(run_dir, "best")
@@ -282,7 +282,8 @@ def _predict_test(run_dir: Path) -> tuple[Any, Any, Any]:
     with torch.no_grad():
         for batch in loader:
             inputs, target = split_batch(move_to_device(batch, parts.device))
-            probabilities.append(torch.softmax(parts.model(inputs).float(), dim=1).cpu())
+            logits = logits_of(call_model(parts.model, inputs))  # hf/ models: an output object
+            probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
             targets.append(target.cpu())
     return torch.cat(probabilities), torch.cat(targets).long(), parts
 

@@ -22,7 +22,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from brickwork import fit
-from tests.conftest import run_cli
 from tests.hf_models import write_topic_csv
 from tests.resume import StopAtStep, assert_same_state, final_state
 
@@ -84,6 +83,12 @@ class Weights:
 @pytest.fixture
 def topics() -> Path:
     return write_topic_csv(Path("topics.csv"))
+
+
+@pytest.fixture
+def console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`brickwork.cli.main` in-process attaches its console handler to this test's stderr."""
+    monkeypatch.setattr(logging.getLogger("brickwork"), "handlers", [])
 
 
 def _load(config: dict[str, Any], overrides: list[str]) -> Any:
@@ -201,11 +206,12 @@ def test_example_config_is_valid() -> None:
 
 
 def test_hf_export_loads_in_plain_transformers_with_the_checkpoints_logits(
-    tiny_bert: Path, topics: Path
+    tiny_bert: Path, topics: Path, console: None
 ) -> None:
+    from brickwork.cli import main
+
     fit(_load(hf_config(tiny_bert, topics, max_epochs=1), [LORA]), run_dir="run")
-    result = run_cli(["export", "run", "--format", "hf", "--output", "exported"])
-    assert result.returncode == 0, result.stderr
+    assert main(["export", "run", "--format", "hf", "--output", "exported"]) == 0  # in-process
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from brickwork.batch import ModelKwargs, call_model, logits_of
@@ -250,12 +256,42 @@ def test_inspect_shows_the_transformer_layers_and_lora_adapters(
     from brickwork import inspect_model
 
     shown = str(inspect_model(_load(hf_config(tiny_bert, topics), [LORA.replace("r: 4", "r: 2")])))
-    lines = shown.splitlines()
-    layer = next(line for line in lines if line.startswith("bert.encoder.layer.1 "))
-    assert "partly frozen" in layer and "(8, " in layer
-    head = next(line for line in lines if line.startswith("classifier "))
-    assert "ModulesToSaveWrapper" in head and " 99 " in head  # the trained copy: 3 x 32 + 3
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    # module, type, params, trainable, frozen, status: a layer's 8,544 weights stay frozen,
+    # its adapters (query and value: 2 x (2 x 32 + 32 x 2)) train.
+    assert rows["bert.encoder.layer.1"][1:7] == [
+        "BertLayer",
+        "8,800",
+        "256",
+        "8,544",
+        "partly",
+        "frozen",
+    ]
+    assert rows["bert.encoder.layer.1"][7] == "(8,"  # output shape (8, T, 32)
+    head = rows["classifier"]  # the trained copy (3 x 32 + 3) beside the frozen original
+    assert head[1:5] == ["ModulesToSaveWrapper", "198", "99", "99"]
     assert "LoRA adapters: r=2, alpha=8 on query, value in 4 layers, 512 parameters" in shown
+
+
+def test_inspect_command_shows_each_frozen_transformer_layer_and_the_trainable_head(
+    tiny_bert: Path, topics: Path, console: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brickwork.cli import main
+
+    data = [
+        "data.name=text_csv",
+        "data.csv=topics.csv",
+        "data.tokenizer=model",
+        "data.max_length=48",
+    ]
+    freeze = ["finetune.freeze=backbone", "--depth", "1"]
+    assert main(["inspect", f"model.name=hf/{tiny_bert}", *data, *freeze]) == 0
+    shown = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    for layer in ("bert.encoder.layer.0", "bert.encoder.layer.1"):  # listed at any depth
+        assert rows[layer][1:6] == ["BertLayer", "8,544", "0", "8,544", "frozen"]
+    assert rows["classifier"][1:6] == ["Linear", "99", "99", "0", "trainable"]
+    assert "parameters: 39,619 total, 99 trainable, 39,520 frozen" in shown
 
 
 def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(
@@ -274,6 +310,68 @@ def test_a_hub_id_offline_fails_in_one_line_that_says_how_to_use_a_folder(
         assert "\n" not in line and "no-such-org/tiny-model" in line
         assert "save_pretrained('models/tiny-model')" in line
         assert "set model.name: hf/models/tiny-model" in line
+
+
+UNCACHED = {  # model.name: hf/bert-base-uncased with data that need each path first
+    "tokenizer": ["data.tokenizer=model", "data.csv=topics.csv", "data.name=text_csv"],
+    "text model": ["data.tokenizer=whitespace", "data.csv=topics.csv", "data.name=text_csv"],
+    "image model": [],  # the digits images
+}
+
+
+@pytest.mark.parametrize("case", UNCACHED)
+def test_an_uncached_hub_id_offline_fails_in_one_line_and_leaves_no_run_folder(
+    topics: Path, case: str, console: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from brickwork.cli import main
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # and HF_HOME is an empty scratch cache
+    overrides = ["model.name=hf/bert-base-uncased", "model.pretrained=true", *UNCACHED[case]]
+    assert main(["train", *overrides]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "Traceback" not in error
+    assert error.startswith("brickwork train: error: ") and "'bert-base-uncased'" in error
+    auto = "AutoModelForImageClassification" if case == "image model" else "AutoTokenizer"
+    assert auto in error and "save_pretrained('models/bert-base-uncased')" in error
+    assert error.endswith("set model.name: hf/models/bert-base-uncased")
+    assert not any(Path("runs").rglob("*")), "a half-made run folder was left"
+
+
+def test_missing_unexpected_and_new_head_keys_are_shown_on_the_console(
+    tmp_path: Path, topics: Path, console: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A masked-LM folder: no pooler (missing), an MLM head (unexpected), no classifier."""
+    from brickwork.cli import main
+    from tests.hf_models import build_tiny_bert
+
+    folder = build_tiny_bert(tmp_path / "tiny-mlm", masked_lm=True)
+    data = [
+        "data.name=text_csv",
+        "data.csv=topics.csv",
+        "data.tokenizer=model",
+        "data.max_length=48",
+    ]
+    quiet = ["loggers.progress_bar=false", "loggers.tensorboard.enabled=false"]
+    run = ["trainer.max_steps=1", "trainer.test_after_fit=false", "--run-dir", "run"]
+    assert (
+        main(["train", f"model.name=hf/{folder}", "model.pretrained=true", *data, *quiet, *run])
+        == 0
+    )
+    lines = capsys.readouterr().err.splitlines()
+    shown = [line for line in lines if line.startswith("brickwork: ") and "pretrained:" in line]
+    assert shown[0] == f"brickwork: pretrained: loaded 37 tensors from {folder}"
+    assert shown[1] == (
+        "brickwork: pretrained: new classifier head, freshly initialised "
+        "(classifier.bias, classifier.weight)"
+    )
+    assert shown[2].startswith("brickwork: WARNING: pretrained: 2 tensors outside the head")
+    assert shown[2].endswith(
+        "initialised freshly: bert.pooler.dense.bias, bert.pooler.dense.weight"
+    )
+    assert shown[3].startswith(f"brickwork: pretrained: 5 tensors in {folder} are not used")
+    assert "cls.predictions.bias" in shown[3] and len(shown) == 4
 
 
 def test_accumulation_and_dynamic_padding_match_one_large_batch(

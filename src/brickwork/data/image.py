@@ -99,6 +99,7 @@ class ImageOptions:
     eval_transforms: list[TransformSpec] | None = None
     normalize: str = "imagenet"
     on_bad_image: str = "error"
+    model_name: str | None = None  # model.name, for normalize: model
 
     @property
     def draft_size(self) -> int | None:
@@ -167,7 +168,14 @@ def build_image_bundle(
     def dataset_stats() -> tuple[list[float], list[float]]:
         return _channel_stats(splits["train"], compose(eval_ops, None, None), options.mode, seed)
 
-    mean, std = normalization(options.normalize, channels, dataset_stats)
+    extra: dict[str, Any] = {}
+    if options.normalize == "model":  # the hf/ model's image processor (data/hf_image.py)
+        from brickwork.data.hf_image import load_image_processor, processor_normalization
+
+        extra["image_processor"] = load_image_processor(options.model_name)
+        mean, std = processor_normalization(extra["image_processor"], channels)
+    else:
+        mean, std = normalization(options.normalize, channels, dataset_stats)
     train_tf, eval_tf = compose(train_ops, mean, std), compose(eval_ops, mean, std)
     first = ImageFiles(splits["train"][:1], eval_tf, options.mode)[0][0]
     targets = torch.tensor([label for _, label in splits["train"]], dtype=torch.long)
@@ -186,6 +194,7 @@ def build_image_bundle(
         load_unlabeled=load_unlabeled,
         denormalize=denormalizer(mean, std),
         extra={
+            **extra,
             "num_skipped_images": skipped,
             "normalize": {"mean": mean, "std": std},
             "split_sizes": {k: len(v) for k, v in splits.items()},

@@ -57,10 +57,14 @@ def build_image_csv(
     normalize: str = "imagenet",
     on_bad_image: str = "error",
     seed: int = 42,
+    model_name: str | None = None,
 ) -> DataBundle:
-    """Splits from CSV files of (path, label) rows."""
+    """Splits from CSV files of (path, label) rows.
+
+    `model_name` is filled from `model.name`, for `normalize: model`.
+    """
     options = ImageOptions(
-        image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image
+        image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image, model_name
     )
     options.check()
     base = Path(root) if root is not None else Path(csv).parent

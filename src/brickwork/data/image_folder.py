@@ -47,10 +47,14 @@ def build_image_folder(
     normalize: str = "imagenet",
     on_bad_image: str = "error",
     seed: int = 42,
+    model_name: str | None = None,
 ) -> DataBundle:
-    """Train/val/test splits of class folders, decoded and transformed on access."""
+    """Train/val/test splits of class folders, decoded and transformed on access.
+
+    `model_name` is filled from `model.name`, for `normalize: model`.
+    """
     options = ImageOptions(
-        image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image
+        image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image, model_name
     )
     options.check()
     label_names = class_folders(Path(root), "root")

@@ -7,7 +7,7 @@
         - {name: RandomResizedCrop, size: 224, scale: [0.6, 1.0]}
         - RandomHorizontalFlip
       eval_transforms: null                  # null: Resize + CenterCrop to image_size
-      normalize: imagenet                    # imagenet | dataset | none
+      normalize: imagenet                    # imagenet | dataset | model | none
 
 Each pipeline starts from the decoded image as a uint8 tensor (C, H, W), so resizing and
 cropping run on small integers; it ends with the conversion to float in [0, 1] and the
@@ -94,7 +94,10 @@ def normalization(
         return [sum(IMAGENET_MEAN) / 3] * num_channels, [sum(IMAGENET_STD) / 3] * num_channels
     if normalize == "dataset":
         return dataset_stats()
-    raise ConfigError(f"data.normalize = '{normalize}': expected imagenet, dataset or none")
+    raise ConfigError(
+        f"data.normalize = '{normalize}': expected imagenet, dataset, model (an hf/ model's "
+        "image processor) or none"
+    )
 
 
 def denormalizer(

@@ -59,12 +59,12 @@ def build_model(model: ModelConfig, data: DataBundle, lora: LoraConfig | None = 
 def save_model_files(model: nn.Module, data: DataBundle, run_dir: Path) -> None:
     """Files besides the weights that rebuild the model from the run folder alone.
 
-    A Hugging Face model's `config.json` and tokenizer go to `RUN/hf_model/`; other
-    models are rebuilt from `config.yaml` and need none.
+    A Hugging Face model's `config.json` and tokenizer (or image processor) go to
+    `RUN/hf_model/`; other models are rebuilt from `config.yaml` and need none.
     """
-    from brickwork.models.huggingface import RUN_MODEL_FOLDER, save_run_model_files
+    from brickwork.models.huggingface import RUN_MODEL_FOLDER, preprocessor_of, save_run_model_files
 
-    save_run_model_files(model, data.extra.get("tokenizer"), run_dir / RUN_MODEL_FOLDER)
+    save_run_model_files(model, preprocessor_of(data.extra), run_dir / RUN_MODEL_FOLDER)
 
 
 def initialize_weights(module: nn.Module, scheme: str) -> nn.Module:

@@ -15,8 +15,8 @@ folder instead. transformers and peft are imported only when an `hf/` model is b
 (`pip install 'brickwork[hf]'`).
 
 A run keeps what rebuilding the model needs besides its weights (`config.json` and the
-tokenizer) in `RUN/hf_model/`, so `predict`, `evaluate` and `export` work after the
-original folder is gone (`use_run_model_files`).
+tokenizer or image processor) in `RUN/hf_model/`, so `predict`, `evaluate` and `export`
+work after the original folder is gone (`use_run_model_files`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 HF_PREFIX = "hf/"
 RUN_MODEL_FOLDER = "hf_model"
+# What a dataset hands over (`DataBundle.extra`) that is saved with an hf/ model.
+PREPROCESSOR_KEYS = ("tokenizer", "image_processor")
 log = logging.getLogger("brickwork")
 
 
@@ -49,11 +52,14 @@ def build_hf_model(
     label_names: list[str] | None = None,
     image: bool = False,
     pretrained: bool = False,
+    input_shape: tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A classifier from a local folder or hub id: its weights if `pretrained`, else fresh.
 
-    Extra `kwargs` override the model's config (`hidden_dropout_prob: 0.2`, ...).
+    Extra `kwargs` override the model's config (`hidden_dropout_prob: 0.2`, ...). An image
+    model whose config fixes the input (a ViT's `image_size`, `num_channels`) is checked
+    against the data's `input_shape` here, not deep inside the first forward pass.
 
     Example:
         >>> model = build_hf_model("models/tiny-bert", num_classes=2, pretrained=True)
@@ -67,7 +73,7 @@ def build_hf_model(
         else transformers.AutoModelForSequenceClassification
     )
     labels = label_names or [str(i) for i in range(num_classes or 2)]
-    with _quiet_transformers(), _as_config_error(source):
+    with quiet_transformers(), _as_config_error(source, image):
         config = transformers.AutoConfig.from_pretrained(
             source,
             num_labels=len(labels),
@@ -75,6 +81,8 @@ def build_hf_model(
             label2id={name: i for i, name in enumerate(labels)},
             **kwargs,
         )
+        if image and input_shape is not None:
+            _check_image_input(config, input_shape, source)
         if not pretrained:
             return auto.from_config(config, dtype=torch.float32)
         model, info = auto.from_pretrained(
@@ -112,7 +120,9 @@ def apply_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
         task_type=peft.TaskType.SEQ_CLS if is_hf and _is_text(model) else None,
     )
     try:
-        return peft.get_peft_model(model, settings)
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            return peft.get_peft_model(model, settings)
     except ValueError as error:
         linears = sorted(
             {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
@@ -178,8 +188,13 @@ def describe_adapters(model: nn.Module) -> str | None:
     )
 
 
-def save_run_model_files(model: nn.Module, tokenizer: Any, folder: Path) -> None:
-    """Write the model's `config.json` (and the tokenizer) into `folder`, once.
+def preprocessor_of(extra: dict[str, Any]) -> Any:
+    """The tokenizer or image processor a dataset built from the model's folder, or None."""
+    return next((extra[key] for key in PREPROCESSOR_KEYS if extra.get(key) is not None), None)
+
+
+def save_run_model_files(model: nn.Module, preprocessor: Any, folder: Path) -> None:
+    """Write the model's `config.json` (and the tokenizer or image processor) into `folder`, once.
 
     Written to a temporary folder first and renamed, so a crash leaves no half folder.
     """
@@ -190,8 +205,8 @@ def save_run_model_files(model: nn.Module, tokenizer: Any, folder: Path) -> None
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         found[1].config.save_pretrained(temporary)  # type: ignore[operator, union-attr]
-        if tokenizer is not None:
-            tokenizer.save_pretrained(temporary)
+        if preprocessor is not None:
+            preprocessor.save_pretrained(temporary)
         os.replace(temporary, folder)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -217,20 +232,27 @@ def load_run_tokenizer(run_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(copy))
 
 
-def offline_hint(source: str) -> str:
+def offline_hint(source: str, image: bool = False) -> str:
     """The one-line fix for a hub id that cannot be fetched."""
     local = f"models/{source.rpartition('/')[2]}"
+    task, preprocessor = (
+        ("ImageClassification", "AutoImageProcessor")
+        if image
+        else ("SequenceClassification", "AutoTokenizer")
+    )
     return (
-        f"offline? on a machine with network run AutoModelForSequenceClassification"
+        f"offline? on a machine with network run AutoModelFor{task}"
         f".from_pretrained('{source}').save_pretrained('{local}') (and the same with "
-        f"AutoTokenizer), copy the folder here and set model.name: hf/{local}"
+        f"{preprocessor}), copy the folder here and set model.name: hf/{local}"
     )
 
 
 @contextlib.contextmanager
-def _as_config_error(source: str) -> Iterator[None]:
+def _as_config_error(source: str, image: bool = False) -> Iterator[None]:
     try:
         yield
+    except ConfigError:
+        raise  # already one line naming the key and the fix
     except (OSError, ValueError, KeyError) as error:
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
         reason = reason or type(error).__name__
@@ -241,12 +263,12 @@ def _as_config_error(source: str) -> Iterator[None]:
             ) from None
         raise ConfigError(
             f"model.name = 'hf/{source}': no such folder, and not loadable as a hub id "
-            f"({reason}); {offline_hint(source)}"
+            f"({reason}); {offline_hint(source, image)}"
         ) from None
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers prints progress bars and its own load table; brickwork reports in one log."""
     from transformers.utils import logging as hf_logging
 
@@ -263,19 +285,28 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _log_loading(model: nn.Module, info: dict[str, Any], source: str) -> None:
-    """Loaded, re-initialised (the head), missing and unexpected keys, as for timm models."""
+    """Loaded, re-initialised (the head), missing and unexpected keys, as for timm models.
+
+    All of it reaches the console (not only `train.log`): which weights were not loaded
+    is what a user checks first when a fine-tune goes wrong.
+    """
     from brickwork.models.anatomy import find_head
     from brickwork.models.pretrained import shorten_keys
 
+    shown = {"console": True}
     head = find_head(model)
     in_head = lambda key: any(key == h or key.startswith(h + ".") for h in head)  # noqa: E731
     mismatched = sorted(str(entry[0]) for entry in info.get("mismatched_keys", ()))
     missing = sorted(str(key) for key in info.get("missing_keys", ()))
     fresh = [k for k in [*mismatched, *missing] if in_head(k)]
     count = sum(1 for _ in model.state_dict()) - len(mismatched) - len(missing)
-    log.info("pretrained: loaded %d tensors from %s", count, source)
+    log.info("pretrained: loaded %d tensors from %s", count, source, extra=shown)
     if fresh:
-        log.info("pretrained: new classifier head, freshly initialised (%s)", shorten_keys(fresh))
+        log.info(
+            "pretrained: new classifier head, freshly initialised (%s)",
+            shorten_keys(fresh),
+            extra=shown,
+        )
     others = [k for k in [*mismatched, *missing] if not in_head(k)]
     if others:
         log.warning(
@@ -292,6 +323,32 @@ def _log_loading(model: nn.Module, info: dict[str, Any], source: str) -> None:
             len(unexpected),
             source,
             shorten_keys(unexpected),
+            extra=shown,
+        )
+
+
+# Vision Transformers whose patch embeddings refuse any other input size than the config's
+# (ConvNeXt, Swin, ResNet, ... keep an `image_size` in their config but take any size).
+_FIXED_SIZE = {"vit", "deit", "vit_msn"}
+
+
+def _check_image_input(config: Any, input_shape: tuple[int, ...], source: str) -> None:
+    """The data's (C, H, W) against the channels and size the model's config fixes."""
+    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+    if getattr(config, "model_type", None) not in _FIXED_SIZE:
+        size = None
+    if isinstance(channels, int) and channels != input_shape[0]:
+        mode = "RGB" if channels == 3 else "L"
+        raise ConfigError(
+            f"model.name = 'hf/{source}': the model takes {channels}-channel images and the data "
+            f"give {input_shape[0]}; set data.mode: {mode}"
+        )
+    wanted = [size, size] if isinstance(size, int) else list(size or [])
+    if len(wanted) == 2 and wanted != list(input_shape[1:]):
+        raise ConfigError(
+            f"model.name = 'hf/{source}': the model takes {wanted[0]}x{wanted[1]} images (its "
+            f"config's image_size) and the data give {input_shape[1]}x{input_shape[2]}; set "
+            f"data.image_size: {wanted[0] if wanted[0] == wanted[1] else wanted}"
         )
 
 
@@ -315,7 +372,9 @@ def _resolve(kind: str, name: str) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> nn.Module:
         image = input_shape is not None and len(input_shape) == 3
-        return build_hf_model(source, num_classes, label_names, image, pretrained, **kwargs)
+        return build_hf_model(
+            source, num_classes, label_names, image, pretrained, input_shape, **kwargs
+        )
 
     return factory
 

@@ -1,4 +1,4 @@
-"""A table of a model's modules: parameter counts, trainable or frozen, output shapes.
+"""A table of a model's modules: parameter counts (trainable, frozen), status, output shapes.
 
 Output shapes come from one real forward pass with forward hooks, so they are what the
 data actually produces, not what a signature promises. `brickwork inspect` prints it.
@@ -89,9 +89,17 @@ def parameter_totals(model: nn.Module) -> dict[str, int]:
 
 def format_summary(rows: list[ModuleRow], totals: dict[str, int]) -> str:
     """The rows as an aligned text table, with the totals below."""
-    header = ("module", "type", "params", "trainable", "status", "output shape")
+    header = ("module", "type", "params", "trainable", "frozen", "status", "output shape")
     cells = [header] + [
-        (r.name, r.kind, f"{r.num_params:,}", f"{r.num_trainable:,}", r.status, r.output_shape)
+        (
+            r.name,
+            r.kind,
+            f"{r.num_params:,}",
+            f"{r.num_trainable:,}",
+            f"{r.num_params - r.num_trainable:,}",
+            r.status,
+            r.output_shape,
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
