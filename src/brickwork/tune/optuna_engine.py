@@ -130,10 +130,30 @@ def build_pruner(settings: StudySettings) -> Any:
     if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs_of(settings) or "auto", reduction_factor=3
+        )
     if settings.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def max_epochs_of(settings: StudySettings) -> int | None:
+    """The most epochs a trial of the study trains: Hyperband's maximum resource.
+
+    Given to Hyperband rather than left to its "auto", which waits for a first complete
+    trial (nothing is pruned before it) and, counting steps from 0 where brickwork reports
+    finished epochs from 1, sees one epoch more than there is: 8 epochs became 9, a third
+    bracket whose only rung (epoch 9) no trial reaches, so 3 trials in 17 (that bracket's share)
+    always ran to the end. None when the budget is in steps only.
+    """
+    searched = next(
+        (p for p in settings.search_space.params if p.key == "trainer.max_epochs"), None
+    )
+    if searched is not None:
+        bounds = [int(value) for value in searched.corners() if value is not None]
+        return max(bounds) if bounds else None
+    return settings.trial_config([]).trainer.max_epochs
 
 
 def records_of(study: Any, space: SearchSpace) -> list[TrialRecord]:
