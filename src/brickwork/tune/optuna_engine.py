@@ -95,16 +95,40 @@ def build_sampler(settings: StudySettings, worker: int = 0) -> Any:
     seed = settings.seed + 1000 * worker + int(time.time()) % 1000 * (worker > 0)
     if settings.sampler in ("random", "grid"):  # a grid's points are all queued up front
         return optuna.samplers.RandomSampler(seed=seed)
-    if settings.sampler == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "--sampler cmaes needs the cmaes package: pip install 'brickwork[tune]' "
-                "(or pip install cmaes), or use --sampler tpe"
-            ) from None
+    if settings.sampler == "cmaes":  # choices: drawn at random, as check_sampler warned
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def check_sampler(settings: StudySettings) -> None:
+    """Before the study folder exists: a sampler that cannot run, or searches less than asked.
+
+    CMA-ES searches ranges only; Optuna draws the other keys at random, one warning per
+    study here instead of Optuna's one per trial.
+    """
+    if settings.sampler != "cmaes":
+        return
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--sampler cmaes needs the cmaes package: pip install 'brickwork[tune]' "
+            "(or pip install cmaes), or use --sampler tpe"
+        ) from None
+    choices = [p.key for p in settings.search_space.params if p.is_categorical]
+    if len(choices) == len(settings.search_space.params):
+        log.warning(
+            "--sampler cmaes: every key is a choice and CMA-ES searches ranges only, so this "
+            "is a random search; use --sampler tpe to search choices"
+        )
+    elif choices:
+        log.warning(
+            "--sampler cmaes: %s %s a choice; CMA-ES searches ranges only, so %s drawn at "
+            "random (the ranges are searched by CMA-ES); use --sampler tpe to search choices too",
+            ", ".join(choices),
+            "is" if len(choices) == 1 else "are each",
+            "it is" if len(choices) == 1 else "they are",
+        )
 
 
 def queue_grid(study: Any, space: SearchSpace) -> None:
