@@ -91,7 +91,7 @@ from brickwork.registry import register
 class MeetAnotherTrial:
     """Train only once a trial of another process has started too (or fail)."""
 
-    def __init__(self, folder: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, folder: str, timeout_s: float = 300.0) -> None:
         self.folder, self.timeout_s = Path(folder), timeout_s
 
     def on_fit_start(self, state: Any) -> None:
