@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,timm,onnx,ray,wandb,mlflow,report,hf]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,timm,onnx,tune,ray,wandb,mlflow,report,hf]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -140,6 +140,10 @@ def _settings(args: argparse.Namespace, config_path: Path | None, overrides: lis
         from brickwork.tune.ray_engine import check_ray_settings
 
         check_ray_settings(settings)
+    else:
+        from brickwork.tune.optuna_engine import check_sampler
+
+        check_sampler(settings)
     return settings, base.name
 
 

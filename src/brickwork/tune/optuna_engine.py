@@ -95,16 +95,40 @@ def build_sampler(settings: StudySettings, worker: int = 0) -> Any:
     seed = settings.seed + 1000 * worker + int(time.time()) % 1000 * (worker > 0)
     if settings.sampler in ("random", "grid"):  # a grid's points are all queued up front
         return optuna.samplers.RandomSampler(seed=seed)
-    if settings.sampler == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "--sampler cmaes needs the cmaes package: pip install 'brickwork[tune]' "
-                "(or pip install cmaes), or use --sampler tpe"
-            ) from None
+    if settings.sampler == "cmaes":  # choices: drawn at random, as check_sampler warned
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def check_sampler(settings: StudySettings) -> None:
+    """Before the study folder exists: a sampler that cannot run, or searches less than asked.
+
+    CMA-ES searches ranges only; Optuna draws the other keys at random, one warning per
+    study here instead of Optuna's one per trial.
+    """
+    if settings.sampler != "cmaes":
+        return
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--sampler cmaes needs the cmaes package: pip install 'brickwork[tune]' "
+            "(or pip install cmaes), or use --sampler tpe"
+        ) from None
+    choices = [p.key for p in settings.search_space.params if p.is_categorical]
+    if len(choices) == len(settings.search_space.params):
+        log.warning(
+            "--sampler cmaes: every key is a choice and CMA-ES searches ranges only, so this "
+            "is a random search; use --sampler tpe to search choices"
+        )
+    elif choices:
+        log.warning(
+            "--sampler cmaes: %s %s a choice; CMA-ES searches ranges only, so %s drawn at "
+            "random (the ranges are searched by CMA-ES); use --sampler tpe to search choices too",
+            ", ".join(choices),
+            "is" if len(choices) == 1 else "are each",
+            "it is" if len(choices) == 1 else "they are",
+        )
 
 
 def queue_grid(study: Any, space: SearchSpace) -> None:
@@ -130,10 +154,30 @@ def build_pruner(settings: StudySettings) -> Any:
     if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs_of(settings) or "auto", reduction_factor=3
+        )
     if settings.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def max_epochs_of(settings: StudySettings) -> int | None:
+    """The most epochs a trial of the study trains: Hyperband's maximum resource.
+
+    Given to Hyperband rather than left to its "auto", which waits for a first complete
+    trial (nothing is pruned before it) and, counting steps from 0 where brickwork reports
+    finished epochs from 1, sees one epoch more than there is: 8 epochs became 9, a third
+    bracket whose only rung (epoch 9) no trial reaches, so 3 trials in 17 (that bracket's share)
+    always ran to the end. None when the budget is in steps only.
+    """
+    searched = next(
+        (p for p in settings.search_space.params if p.key == "trainer.max_epochs"), None
+    )
+    if searched is not None:
+        bounds = [int(value) for value in searched.corners() if value is not None]
+        return max(bounds) if bounds else None
+    return settings.trial_config([]).trainer.max_epochs
 
 
 def records_of(study: Any, space: SearchSpace) -> list[TrialRecord]:

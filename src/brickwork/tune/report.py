@@ -100,7 +100,7 @@ def write_table(folder: StudyFolder, records: Sequence[TrialRecord], metric: str
 def write_best_config(folder: StudyFolder, settings: StudySettings, best: TrialRecord) -> Path:
     """`best.yaml`: the base config with the best trial's overrides, runnable as it is."""
     overrides = [to_override(k, v) for k, v in best.params.items()]
-    config = settings.trial_config(overrides).to_dict()
+    config = portable_config(settings.trial_config(overrides).to_dict(), settings)
     header = (
         f"# The best trial (#{best.number}, {settings.metric}={best.value:.6g}) of the study in "
         f"{folder.directory}.\n"
@@ -110,6 +110,47 @@ def write_best_config(folder: StudyFolder, settings: StudySettings, best: TrialR
     path = folder.directory / "best.yaml"
     write_atomically(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def portable_config(config: dict[str, Any], settings: StudySettings) -> dict[str, Any]:
+    """The config with what it found relative to the study's folders made absolute.
+
+    `best.yaml` sits in the study folder and may be trained from any working folder, while
+    the base config found its `imports:` from its own folder and its data files from the
+    folder the study ran in. So: a `.py` import becomes an absolute path; a module imported
+    by name from a single file of the project does too (a package stays a name: brickwork
+    finds it in the folders above the study, or installed); a relative data path that
+    exists here becomes absolute. Nothing else changes: `brickwork train best.yaml` trains
+    the best trial.
+    """
+    base_dir = Path(settings.config).parent if settings.config else Path.cwd()
+    config["imports"] = [_portable_import(entry, base_dir) for entry in config.get("imports", [])]
+    data = config.get("data") or {}
+    for key, value in data.items():
+        if key != "name" and isinstance(value, str) and _is_local_path(value):
+            data[key] = str(Path(value).resolve())
+    return config
+
+
+def _portable_import(entry: str, base_dir: Path) -> str:
+    if entry.endswith(".py"):
+        return entry if Path(entry).is_absolute() else str((base_dir / entry).resolve())
+    origin = getattr(sys.modules.get(entry), "__file__", None)
+    if "." in entry or origin is None or Path(origin).name == "__init__.py":
+        return entry
+    project = {Path.cwd().resolve(), base_dir.resolve(), *base_dir.resolve().parents}
+    found = Path(origin).resolve()
+    return str(found) if found.parent in project else entry  # not an installed module
+
+
+def _is_local_path(value: str) -> bool:
+    """A relative path to something that exists in this working folder."""
+    if not value or "://" in value or Path(value).is_absolute():
+        return False
+    try:
+        return Path(value).exists()
+    except OSError:  # a value too long or odd to be a file name
+        return False
 
 
 def finish_study(
