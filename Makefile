@@ -4,14 +4,16 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+EXTRAS := dev,timm,onnx,tune,ray,wandb,mlflow,report,hf
+# A new stamp (a reinstall) whenever pyproject.toml or the extras change.
+STAMP  := $(VENV)/.installed-$(shell echo $(EXTRAS) | cat pyproject.toml - | cksum | cut -d' ' -f1)
 
 .PHONY: install train test test-ray lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,timm,onnx,tune,ray,wandb,mlflow,report,hf]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
