@@ -175,15 +175,15 @@ def test_ray_asha_study_with_optunas_tpe_on_a_local_ray_completes_in_the_study_f
 def test_pbt_on_a_joined_cluster_exploits_and_records_the_donor_checkpoint_and_hash(
     tmp_path: Path, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two trials of 2 CPUs on a 2-CPU cluster: one runs at a time, so PBT pauses each
-    for the other and exploits at every interval where one is behind."""
+    """Two trials at once on a 2-CPU cluster, half a CPU each (so the flag shows in what
+    Ray reserved); PBT judges them every epoch (10 steps) and exploits the one behind."""
     rows = _tune(
         "optimizer.lr: {loguniform: [1.0e-5, 3.0e-2]}\n"
         "optimizer.weight_decay: {choice: [0.0, 0.01]}\n",
         [
             *_join(cluster, monkeypatch),
             "--resources-per-trial",
-            "cpu=2",
+            "cpu=0.5",
             "--sampler",
             "random",
             "--pruner",
@@ -212,7 +212,7 @@ def test_pbt_on_a_joined_cluster_exploits_and_records_the_donor_checkpoint_and_h
     summaries = _summaries()
     assert {s["status"] for s in summaries.values()} == {"completed"}  # none left paused
     for run in summaries:
-        assert json.loads((run / "ray.json").read_text())["resources"] == {"CPU": 2.0}
+        assert json.loads((run / "ray.json").read_text())["resources"] == {"CPU": 0.5}
         trained = yaml.safe_load((run / "config.yaml").read_text())["optimizer"]
         assert trained["weight_decay"] in (0.0, 0.01)  # a choice stays a choice
     assert list(Path(cluster["HOME"]).iterdir()) == []  # joining wrote nothing at home

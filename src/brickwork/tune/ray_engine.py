@@ -3,8 +3,9 @@
 Imported only with `--engine ray`. Each trial is the same in-process `brickwork.fit`
 as with Optuna, inside a Ray worker, with its run folder in the study folder
 (`brickwork.tune.ray_trial`: reporting, checkpoint hand-over, pauses and exploits).
-Ray reuses its worker processes across trials and pauses (`reuse_actors`), so only a
-worker's first trial pays the Python and torch start-up.
+Each trial, and each continuation of a paused one, starts a fresh Ray worker process
+(Ray's default; with `reuse_actors` a paused trial's thread waits in a cached worker
+and the study hung in our tests).
 
 The scheduler tells each trial it pauses or stops why, in a decision file written
 before Ray acts on it; a trial the scheduler ends while it is paused (HyperBand cuts
@@ -81,25 +82,25 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
                 scheduler=_recording(_scheduler(settings), decisions_dir(folder)),
                 search_alg=_search(settings),
                 time_budget_s=settings.timeout_s,
-                reuse_actors=True,  # a pause or a new trial does not pay torch's import again
             ),
             run_config=tune.RunConfig(
                 name="results",
                 storage_path=str((folder.directory / "ray").resolve()),
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=_num_to_keep(settings)),
             ),
         )
         grid: Any = tuner.fit()
         out_of_time = settings.timeout_s is not None and (
             time.monotonic() - started >= settings.timeout_s
         )
+        run_dirs = [_run_dir_of(result, folder) for result in grid]
         if not out_of_time:  # the study is over: nothing will resume a paused trial
-            for result in grid:
-                _settle_paused(_run_dir_of(result, folder))
+            for run_dir in run_dirs:
+                _settle_paused(run_dir)
         return [
-            _record_of(number, result, space, folder, settings.mode)
-            for number, result in enumerate(grid)
+            _record_of(number, result, space, run_dir, settings.mode)
+            for number, (result, run_dir) in enumerate(zip(grid, run_dirs, strict=True))
         ]
     finally:
         ray.shutdown()
@@ -209,9 +210,30 @@ def _scheduler(settings: StudySettings) -> Any:
         return schedulers.PopulationBasedTraining(
             time_attr="step",  # optimizer steps, not seconds: the same on any machine
             perturbation_interval=int(settings.ray.get("perturbation_interval_steps") or 10),
-            hyperparam_mutations={p.key: _domain(p, "tpe") for p in space.params},
+            # A choice is given as its list: PBT moves to a neighbouring choice or
+            # resamples (a `tune.choice` domain it would multiply like a number).
+            hyperparam_mutations={
+                p.key: list(p.labels) if p.is_categorical else _domain(p, "tpe")
+                for p in space.params
+            },
+            custom_explore_fn=KeepInRange(
+                {p.key: (p.low, p.high) for p in space.params if not p.is_categorical}
+            ),
         )
     return None
+
+
+class KeepInRange:
+    """PBT's explore step multiplies a value by 0.8 or 1.2: keep it inside its range."""
+
+    def __init__(self, bounds: dict[str, tuple[float, float]]) -> None:
+        self.bounds = bounds
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        for key, (low, high) in self.bounds.items():
+            if key in config:
+                config[key] = min(max(config[key], low), high)
+        return config
 
 
 def _search(settings: StudySettings) -> Any:
@@ -271,8 +293,29 @@ def _settle_paused(run_dir: str | None) -> None:
 
 
 def _run_dir_of(result: Any, folder: StudyFolder) -> str | None:
-    trial_id = (result.metrics or {}).get("trial_id")
-    return str(folder.trials_dir / f"trial-{trial_id}") if trial_id else None
+    """The run folder of a Ray result, by the Ray trial folder its `ray.json` names.
+
+    Not by `result.metrics["trial_id"]`: after a PBT exploit a trial's last result may
+    be the donor's.
+    """
+    name = Path(result.path).name if result.path else None
+    for record in sorted(folder.trials_dir.glob("*/ray.json")):
+        try:
+            if json.loads(record.read_text(encoding="utf-8")).get("ray_trial_dir") == name:
+                return str(record.parent)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _num_to_keep(settings: StudySettings) -> int | None:
+    """Checkpoints Ray keeps per trial: all of them under PBT, else the last two.
+
+    PBT exploits a donor's checkpoint from the donor's last perturbation, possibly
+    several reports later: with a limit, Ray may have deleted it by then, and the
+    exploiting trial fails to restore ("does not exist on storage anymore").
+    """
+    return None if settings.pruner == "pbt" else 2
 
 
 def _resources(settings: StudySettings) -> dict[str, float]:
@@ -285,10 +328,9 @@ def _max_epochs(settings: StudySettings) -> int:
 
 
 def _record_of(
-    number: int, result: Any, space: SearchSpace, folder: StudyFolder, mode: str
+    number: int, result: Any, space: SearchSpace, run_dir: str | None, mode: str
 ) -> TrialRecord:
     """A Ray result as a table row; stopped early by the scheduler reads as pruned."""
-    run_dir = _run_dir_of(result, folder)
     history = result.metrics_dataframe
     values = [] if history is None or OBJECTIVE not in history else list(history[OBJECTIVE])
     value = (max(values) if mode == "max" else min(values)) if values else None

@@ -98,6 +98,7 @@ class RayReporter(TrialReporter):
         context = tune.get_context()
         record = {
             "trial_id": context.get_trial_id(),
+            "ray_trial_dir": Path(context.get_trial_dir()).name,  # the study's own map
             "node_ip": ray.util.get_node_ip_address(),
             "resources": dict(context.get_trial_resources().required_resources),
         }
