@@ -206,9 +206,11 @@ def test_pbt_on_a_joined_cluster_exploits_and_records_the_donor_checkpoint_and_h
         donor = Path(record["donor_run_dir"])
         assert donor != receiver.resolve() and donor.parent == receiver.parent.resolve()
         assert record["checkpoint"].startswith("step-") and len(record["sha256"]) == 64
-        if Path(record["copied_to"]).exists():  # keep_k may have pruned it since
-            assert hash_folder(Path(record["copied_to"])) == record["sha256"]
         assert "resumed from " + record["copied_to"] in (receiver / "train.log").read_text()
+    latest = {record["copied_to"]: record["sha256"] for _, record in records}  # in order
+    for copied_to, sha256 in latest.items():
+        if Path(copied_to).exists():  # keep_k may have pruned it since
+            assert hash_folder(Path(copied_to)) == sha256
     summaries = _summaries()
     assert {s["status"] for s in summaries.values()} == {"completed"}  # none left paused
     for run in summaries:

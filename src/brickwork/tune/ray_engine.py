@@ -76,9 +76,7 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode=settings.mode,
-                num_samples=1
-                if space.is_grid and settings.sampler == "grid"
-                else settings.num_trials,
+                num_samples=1 if settings.sampler == "grid" else settings.num_trials,
                 scheduler=_recording(_scheduler(settings), decisions_dir(folder)),
                 search_alg=_search(settings),
                 time_budget_s=settings.timeout_s,
@@ -182,7 +180,7 @@ def check_ray_settings(settings: StudySettings) -> None:
 def _domain(param: Any, sampler: str) -> Any:
     from ray import tune
 
-    if param.kind == "grid" and sampler == "grid":
+    if param.is_categorical and sampler == "grid":  # plain lists and {choice: [...]} alike
         return tune.grid_search(param.labels)
     if param.is_categorical:
         return tune.choice(param.labels)
