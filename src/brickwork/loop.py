@@ -174,6 +174,11 @@ def _fit(
             while not _finished(state, config):
                 model.train()
                 emit(callbacks, "on_epoch_start", state)
+                # A callback may stop the run before the epoch's first step (a search that
+                # pauses the trial at its last checkpoint): no step is taken past it.
+                state.stop = agree_stop(state.stop)  # collective: all ranks stop together
+                if state.should_stop:
+                    break
                 position = state.batch_in_epoch * (parts.train_loader.batch_size or 1)
                 seed_loader_for_epoch(parts.train_loader, config.seed, state.epoch, position)
 

@@ -291,3 +291,26 @@ def test_a_user_stop_is_not_reported_as_early_stopping(tmp_path: Path) -> None:
         None, overrides=FAST, run_dir=tmp_path / "r", callbacks=[StopAtStep(5, kind=StopKind.USER)]
     )
     assert summary["status"] == "stopped" and summary["stop"]["kind"] == "user"
+
+
+class _StopAtEpochStart:
+    """Asks for a PREEMPTED stop when epoch `epoch` is about to begin (a search pausing a trial)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, state: Any) -> None:
+        if state.epoch == self.epoch:
+            from brickwork.stop import StopKind
+
+            state.request_stop(StopKind.PREEMPTED, "paused before the epoch")
+
+
+def test_a_stop_asked_at_an_epochs_start_takes_no_step_of_that_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    summary = fit(None, overrides=FAST_MLP, run_dir=run, callbacks=[_StopAtEpochStart(1)])
+    steps_per_epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert (summary["num_epochs"], summary["num_steps"]) == (1, steps_per_epoch)
+    assert summary["status"] == "preempted"
+    # The epoch-end checkpoint is the last one: nothing was trained after it.
+    assert (run / "checkpoints" / "last").resolve().name == f"step-{steps_per_epoch:08d}"

@@ -6,14 +6,27 @@ non-loopback interface exists, so Ray can never reach the network from a test.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from brickwork.loop import fit
-from brickwork.tune.ray_engine import hash_folder
+from brickwork.tune.ray_trial import hash_folder
 from brickwork.tune.trial import TrialReporter
 from tests.conftest import run_cli
 from tests.resume import assert_same_state, final_state
@@ -47,45 +60,76 @@ TINY = [
     "loggers.tensorboard.enabled=false",
     "loggers.progress_bar=false",
 ]
+# How a trial's run folder may end once its study is over; never `failed` for a trial
+# Ray's scheduler paused or stopped, never `preempted` once nothing will resume it.
+SETTLED = {"completed", "pruned"}
+EPOCHS_2 = ["trainer.max_epochs=2"]
 
 
-def test_ray_asha_study_on_two_cpus_completes_and_writes_the_study_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    space = tmp_path / "space.yaml"
-    space.write_text("optimizer.lr: {loguniform: [1.0e-3, 3.0e-2]}\n")
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))  # whatever Ray writes to the home folder lands here
-    result = run_cli(
-        [
-            "tune",
-            "--engine",
-            "ray",
-            "--space",
-            str(space),
-            "--trials",
-            "3",
-            "--pruner",
-            "asha",
-            "--sampler",
-            "random",
-            "--workers",
-            "2",
-            "--study-dir",
-            "s",
-            "trainer.max_epochs=2",
-            *TINY,
-        ],
-        timeout_s=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    with (Path("s") / "trials.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 and rows[0]["state"] == "complete"
-    assert all(Path(r["run_dir"]).resolve().parent == Path("s/trials").resolve() for r in rows)
-    assert (Path("s") / "best.yaml").is_file()
-    assert list(home.iterdir()) == []  # nothing in the home folder (the auth token included)
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Ray head started as docs/tune.md tells a user (`ray start --head`), with token
+    auth, usage statistics off and its files in tmp; the studies below join it with
+    `--address`, so they share its start-up. `--block` keeps the head under one process
+    we started: stopping that process stops the head (`ray stop` would stop every Ray on
+    the machine, other people's included)."""
+    home = tmp_path_factory.mktemp("home")
+    temp_dir = Path(tempfile.mkdtemp(prefix="bw-rt-"))  # short: Ray's unix socket paths
+    port = _free_port()
+    env = {
+        "HOME": str(home),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    ray = str(Path(sys.executable).parent / "ray")
+    command = [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
+    command += ["--port", str(port), "--num-cpus", "2", "--include-dashboard", "false"]
+    command += ["--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    with (temp_dir / "head.log").open("w") as log:
+        head = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_port(port, head, temp_dir / "head.log")
+        yield {**env, "address": f"127.0.0.1:{port}"}
+    finally:
+        head.send_signal(signal.SIGTERM)  # the blocking `ray start` stops what it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever is left of that one session
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, head: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited {head.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the Ray head did not listen on 127.0.0.1:{port}: {log.read_text()[-2000:]}")
+
+
+def _join(cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The environment a study on the cluster needs (its token, its home), and the flag."""
+    for key, value in cluster.items():
+        if key != "address":
+            monkeypatch.setenv(key, value)
+    return ["--address", cluster["address"]]
 
 
 def _tune(space_text: str, args: list[str], tmp_path: Path) -> list[dict[str, str]]:
@@ -100,66 +144,115 @@ def _tune(space_text: str, args: list[str], tmp_path: Path) -> list[dict[str, st
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.skip(
-    reason="known bug: after its second exploit a PBT trial waits for a restore that never "
-    "comes and the study hangs (the first exploit works: donor, step and hash are recorded)"
-)
-def test_pbt_exploits_and_the_receiver_records_the_donor_checkpoint_and_hash(
-    tmp_path: Path,
+def _summaries() -> dict[Path, dict[str, Any]]:
+    return {
+        run: json.loads((run / "summary.json").read_text()) for run in Path("s/trials").iterdir()
+    }
+
+
+def test_ray_asha_study_with_optunas_tpe_on_a_local_ray_completes_in_the_study_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _tune(
-        "optimizer.lr: {loguniform: [1.0e-5, 3.0e-2]}\n",
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # whatever Ray writes to the home folder lands here
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.delenv(key, raising=False)  # brickwork makes its own for a local Ray
+    try:
+        rows = _tune(
+            "optimizer.lr: {loguniform: [1.0e-3, 3.0e-2]}\n",
+            ["--trials", "3", "--pruner", "asha", "--sampler", "tpe", "--workers", "2", *EPOCHS_2],
+            tmp_path,
+        )
+    finally:  # the short folder a local Ray used when the study path was too long for it
+        named = Path("s/ray-temp-dir.txt")
+        if named.is_file():
+            shutil.rmtree(named.read_text().strip(), ignore_errors=True)
+    assert json.loads(Path("s/study.json").read_text())["sampler"] == "tpe"  # OptunaSearch
+    assert len(rows) == 3 and rows[0]["state"] == "complete"
+    assert all(1.0e-3 <= float(r["optimizer.lr"]) <= 3.0e-2 for r in rows)
+    assert all(Path(r["run_dir"]).resolve().parent == Path("s/trials").resolve() for r in rows)
+    assert {s["status"] for s in _summaries().values()} <= SETTLED  # an ASHA stop is pruned
+    assert (Path("s") / "best.yaml").is_file()
+    assert list(home.iterdir()) == []  # nothing in the home folder (the auth token included)
+
+
+def test_pbt_on_a_joined_cluster_exploits_and_records_the_donor_checkpoint_and_hash(
+    tmp_path: Path, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hopeless and a good learning rate (a grid of two), 2 CPUs each on a 2-CPU
+    cluster: one trial runs at a time, PBT pauses each at every epoch (10 steps) for the
+    other, so at its second report the hopeless one is behind a trial with a checkpoint
+    and exploits it, whatever the timing."""
+    rows = _tune(
+        "optimizer.lr: {choice: [1.0e-5, 3.0e-2]}\n",
         [
+            *_join(cluster, monkeypatch),
+            "--resources-per-trial",
+            "cpu=2",
             "--sampler",
-            "random",
+            "grid",
             "--pruner",
             "pbt",
-            "--trials",
-            "3",
-            "--workers",
-            "2",
             "--perturbation-interval-steps",
             "10",
-            "trainer.max_epochs=4",
+            *EPOCHS_2,
         ],
         tmp_path,
     )
+    assert len(rows) == 2
     records = [
         (path.parent, json.loads(line))
         for path in Path("s/trials").glob("*/exploits.jsonl")
         for line in path.read_text().splitlines()
     ]
     assert records, "PBT never exploited"
-    receiver, record = records[0]
-    assert Path(record["donor_run_dir"]) != receiver.resolve()
-    assert Path(record["donor_run_dir"]).parent == receiver.parent.resolve()
-    if Path(record["copied_to"]).exists():  # keep_k may have pruned it since
-        assert hash_folder(Path(record["copied_to"])) == record["sha256"]
+    for receiver, record in records:
+        donor = Path(record["donor_run_dir"])
+        assert donor != receiver.resolve() and donor.parent == receiver.parent.resolve()
+        assert record["checkpoint"].startswith("step-") and len(record["sha256"]) == 64
+        assert "resumed from " + record["copied_to"] in (receiver / "train.log").read_text()
+    # Each recorded hash is that of a checkpoint the donor handed to Ray (PBT keeps them
+    # all); the receiver's copy may since have been re-saved under its own config.
+    handed = {}
+    for pointer in Path("s/ray/results").glob("*/checkpoint_*/brickwork.json"):
+        sent = json.loads(pointer.read_text())
+        handed[sent["sha256"]] = (sent["run_dir"], hash_folder(pointer.parent / sent["checkpoint"]))
+    for _, record in records:
+        assert handed[record["sha256"]] == (record["donor_run_dir"], record["sha256"])
+    summaries = _summaries()
+    assert {s["status"] for s in summaries.values()} == {"completed"}  # none left paused
+    for run in summaries:
+        assert json.loads((run / "ray.json").read_text())["resources"] == {"CPU": 2.0}
+        trained = yaml.safe_load((run / "config.yaml").read_text())["optimizer"]
+        assert trained["lr"] in (1.0e-5, 3.0e-2)  # a choice stays a choice
+    assert list(Path(cluster["HOME"]).iterdir()) == []  # joining wrote nothing at home
 
 
-def test_bohb_pauses_trials_and_resumes_them_exactly(tmp_path: Path) -> None:
+def test_bohb_pauses_trials_records_them_preempted_and_resumes_them_exactly(
+    tmp_path: Path, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _tune(
         "optimizer.lr: {loguniform: [1.0e-3, 3.0e-2]}\n",
         [
+            *_join(cluster, monkeypatch),
             "--sampler",
             "bohb",
             "--pruner",
             "hyperband",
             "--trials",
             "3",
-            "--workers",
-            "2",
             "trainer.max_epochs=3",
         ],
         tmp_path,
     )
-    resumed = [
-        run
-        for run in Path("s/trials").iterdir()
-        if "resumed from" in (run / "train.log").read_text()
-    ]
+    summaries = _summaries()
+    assert {s["status"] for s in summaries.values()} <= SETTLED
+    resumed = [run for run in summaries if "resumed from" in (run / "train.log").read_text()]
     assert resumed, "HyperBandForBOHB paused no trial"
     run = resumed[0]
+    # While paused, the run folder said so (the summary the pause wrote, kept in the log).
+    assert "preempted: paused by Ray Tune's scheduler" in (run / "train.log").read_text()
     straight = Path("straight")
     fit(run / "config.yaml", run_dir=straight, callbacks=[TrialReporter("val/acc", "max")])
     assert_same_state(final_state(straight), final_state(run))

@@ -193,4 +193,5 @@ def parse_resources(text: str | None) -> dict[str, float]:
                 f"--resources-per-trial {text}: expected cpu=N,gpu=M, e.g. cpu=2,gpu=0.5"
             )
         resources[key.strip()] = amount
+    resources.setdefault("cpu", 1.0)  # `gpu=1` alone still holds a CPU for the trial
     return resources

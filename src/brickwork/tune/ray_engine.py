@@ -1,15 +1,17 @@
 """Ray Tune, for studies that outgrow one machine (`pip install 'brickwork[ray]'`).
 
 Imported only with `--engine ray`. Each trial is the same in-process `brickwork.fit`
-as with Optuna, inside a Ray worker, with its run folder in the study folder. The
-trial reports the metric after each validation, once the epoch's checkpoint is on
-disk, and (for the schedulers that pause and exploit: BOHB's HyperBand and PBT) hands
-Ray that brickwork checkpoint, hard-linked, with its SHA-256:
+as with Optuna, inside a Ray worker, with its run folder in the study folder
+(`brickwork.tune.ray_trial`: reporting, checkpoint hand-over, pauses and exploits).
+Each trial, and each continuation of a paused one, starts a fresh Ray worker process
+(Ray's default; with `reuse_actors` a paused trial's thread waits in a cached worker
+and the study hung in our tests).
 
-- a paused trial (BOHB) resumes from its own checkpoint with brickwork's exact resume;
-- an exploiting trial (PBT) copies the donor's checkpoint into its own run folder,
-  checks the hash, records donor, step and hash in `exploits.jsonl`, and resumes from
-  it under its new (perturbed) learning rate or weight decay.
+The scheduler tells each trial it pauses or stops why, in a decision file written
+before Ray acts on it; a trial the scheduler ends while it is paused (HyperBand cuts
+a bracket) is recorded as pruned when the study ends, one still paused when the
+study's time budget runs out stays `preempted` (resumable with `brickwork train
+--resume`).
 
 A local Ray starts with usage statistics off, the node address 127.0.0.1, no
 dashboard, and its temporary and result folders inside the study folder (nothing in
@@ -19,19 +21,25 @@ network allows only what you mean (docs/tune.md, "Ray and the network").
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
-import shutil
 import tempfile
-from dataclasses import asdict
+import time
 from pathlib import Path
 from typing import Any
 
 from brickwork.errors import ConfigError
 from brickwork.files import write_atomically
-from brickwork.stop import StopKind
+from brickwork.stop import Stop, StopKind
+from brickwork.tune.ray_trial import (
+    OBJECTIVE,
+    PAUSE,
+    STOP,
+    RayTrainable,
+    decisions_dir,
+    needs_checkpoints,
+)
 from brickwork.tune.space import SearchSpace
 from brickwork.tune.study import (
     StudyFolder,
@@ -40,10 +48,8 @@ from brickwork.tune.study import (
     TrialState,
     read_num_epochs,
 )
-from brickwork.tune.trial import TrialReporter, describe_failure
+from brickwork.tune.trial import describe_failure
 
-OBJECTIVE = "objective"  # the key trials report; Ray flattens keys with "/" in them
-POINTER = "brickwork.json"
 # Keys PBT may perturb: a resume may change them without breaking the run's math.
 PBT_KEYS = ("optimizer.lr", "optimizer.weight_decay")
 
@@ -60,18 +66,18 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
         ) from None
     space = settings.search_space
     check_ray_settings(settings)
+    decisions_dir(folder).mkdir(parents=True, exist_ok=True)
     start_ray(folder, settings)
+    started = time.monotonic()
     try:
         tuner = tune.Tuner(
-            tune.with_resources(_Trainable(settings, folder), _resources(settings)),
+            tune.with_resources(RayTrainable(settings, folder), _resources(settings)),
             param_space={p.key: _domain(p, settings.sampler) for p in space.params},
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode=settings.mode,
-                num_samples=1
-                if space.is_grid and settings.sampler == "grid"
-                else settings.num_trials,
-                scheduler=_scheduler(settings),
+                num_samples=1 if settings.sampler == "grid" else settings.num_trials,
+                scheduler=_recording(_scheduler(settings), decisions_dir(folder)),
                 search_alg=_search(settings),
                 time_budget_s=settings.timeout_s,
             ),
@@ -79,13 +85,20 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
                 name="results",
                 storage_path=str((folder.directory / "ray").resolve()),
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=_num_to_keep(settings)),
             ),
         )
         grid: Any = tuner.fit()
+        out_of_time = settings.timeout_s is not None and (
+            time.monotonic() - started >= settings.timeout_s
+        )
+        run_dirs = [_run_dir_of(result, folder) for result in grid]
+        if not out_of_time:  # the study is over: nothing will resume a paused trial
+            for run_dir in run_dirs:
+                _settle_paused(run_dir)
         return [
-            _record_of(number, result, space, folder, settings.mode)
-            for number, result in enumerate(grid)
+            _record_of(number, result, space, run_dir, settings.mode)
+            for number, (result, run_dir) in enumerate(zip(grid, run_dirs, strict=True))
         ]
     finally:
         ray.shutdown()
@@ -129,123 +142,22 @@ def _temp_dir(folder: StudyFolder) -> str:
     return str(short)
 
 
-class _Trainable:
-    """The function Ray runs per trial (a class so Ray can pickle the settings it carries)."""
-
-    def __init__(self, settings: StudySettings, folder: StudyFolder) -> None:
-        self.settings, self.study_dir = asdict(settings), str(folder.directory.resolve())
-
-    def __call__(self, ray_config: dict[str, Any]) -> None:
-        from ray import tune
-
-        settings = StudySettings(**self.settings)
-        folder = StudyFolder(Path(self.study_dir))
-        space = settings.search_space
-        overrides = space.to_overrides({p.key: ray_config[p.key] for p in space.params})
-        run_dir = folder.trials_dir / f"trial-{tune.get_context().get_trial_id()}"
-        config = settings.trial_config(overrides)
-        resume_from, exploited = _restore(tune.get_checkpoint(), run_dir, config)
-        reporter = _RayReporter(settings, run_dir, with_checkpoints=_needs_checkpoints(settings))
-        from brickwork.tune.trial import run_trial
-
-        if resume_from is None:
-            run_trial(config, run_dir, None, [reporter])
-            return
-        from brickwork.loop import fit
-
-        fit(config, resume=resume_from, resume_force=exploited, callbacks=[reporter])
-
-
-class _RayReporter(TrialReporter):
-    """Report after each epoch's checkpoint is written (at the next epoch's start, or the end)."""
-
-    def __init__(self, settings: StudySettings, run_dir: Path, with_checkpoints: bool) -> None:
-        super().__init__(settings.metric, settings.mode)
-        self.run_dir, self.with_checkpoints = run_dir, with_checkpoints
-        self.pending: dict[str, Any] | None = None
-
-    def on_validation_end(self, state: Any, metrics: dict[str, float]) -> None:
-        super().on_validation_end(state, metrics)
-        self.pending = {OBJECTIVE: self.last, "epoch": state.epoch + 1, "step": state.step}
-
-    def on_epoch_start(self, state: Any) -> None:
-        self._send()
-
-    def on_fit_end(self, state: Any, summary: dict[str, Any]) -> None:
-        if StopKind(summary["stop"]["kind"]).finished:
-            self._send()
-
-    def _send(self) -> None:
-        from ray import tune
-
-        if self.pending is None:
-            return
-        metrics, self.pending = self.pending, None
-        if not self.with_checkpoints:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as scratch:
-            _link_checkpoint(self.run_dir, Path(scratch))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(scratch))
-
-
-def _link_checkpoint(run_dir: Path, into: Path) -> None:
-    """The run's last checkpoint, hard-linked (no copy), and a pointer naming run and hash."""
-    from brickwork.checkpoint import resolve_checkpoint
-
-    source = resolve_checkpoint(run_dir)
-    target = into / source.name
-    target.mkdir()
-    for file in sorted(source.iterdir()):
-        try:
-            os.link(file, target / file.name)
-        except OSError:
-            shutil.copy2(file, target / file.name)
-    pointer = {"run_dir": str(run_dir), "checkpoint": source.name, "sha256": hash_folder(source)}
-    (into / POINTER).write_text(json.dumps(pointer))
-
-
-def _restore(checkpoint: Any, run_dir: Path, config: Any) -> tuple[Path | None, bool]:
-    """Where to resume: None (fresh), own checkpoint (paused), or a donor's (exploited)."""
-    if checkpoint is None:
-        return None, False
-    with checkpoint.as_directory() as folder:
-        pointer = json.loads((Path(folder) / POINTER).read_text())
-        source = Path(folder) / pointer["checkpoint"]
-        digest = hash_folder(source)
-        if digest != pointer["sha256"]:
-            raise ConfigError(f"{source}: checkpoint hash {digest} != {pointer['sha256']}")
-        own = pointer["run_dir"] == str(run_dir)
-        target = run_dir / "checkpoints" / pointer["checkpoint"]
-        if not own:  # exploit: the donor's weights replace this trial's
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        if not target.exists():
-            shutil.copytree(source, target)
-    if not own:
-        record = {**pointer, "donor_run_dir": pointer["run_dir"], "copied_to": str(target)}
-        with (run_dir / "exploits.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-    return target, not own
-
-
-def hash_folder(folder: Path) -> str:
-    """SHA-256 over a checkpoint folder's files (names and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def _needs_checkpoints(settings: StudySettings) -> bool:
-    return settings.pruner in ("pbt", "hyperband") or settings.sampler == "bohb"
-
-
 def check_ray_settings(settings: StudySettings) -> None:
-    """Before the study folder exists: what PBT and BOHB need (checkpoints, resumable keys)."""
-    if not _needs_checkpoints(settings):
+    """Before the study folder exists: one process per trial; what PBT and BOHB need
+    (checkpoints, resumable keys)."""
+    config = settings.trial_config([])
+    trainer = config.trainer
+    if trainer.devices > 1 and trainer.strategy != "dp":
+        # A trial is a thread of a Ray worker: launching torchrun ranks from it would
+        # leave them outside Ray's resources and its pause/stop (docs/tune.md).
+        raise ConfigError(
+            f"--engine ray: trainer.devices={trainer.devices} trains each trial as "
+            f"{trainer.devices} processes, but a Ray trial is one process; use --engine "
+            "optuna (it starts each trial with torchrun), or trainer.devices=1"
+        )
+    if not needs_checkpoints(settings):
         return
-    checkpoint = settings.trial_config([]).checkpoint
+    checkpoint = config.checkpoint
     if not checkpoint.save_last or checkpoint.every_n_epochs != 1:
         chosen = "--sampler bohb" if settings.sampler == "bohb" else f"--pruner {settings.pruner}"
         raise ConfigError(
@@ -268,7 +180,7 @@ def check_ray_settings(settings: StudySettings) -> None:
 def _domain(param: Any, sampler: str) -> Any:
     from ray import tune
 
-    if param.kind == "grid" and sampler == "grid":
+    if param.is_categorical and sampler == "grid":  # plain lists and {choice: [...]} alike
         return tune.grid_search(param.labels)
     if param.is_categorical:
         return tune.choice(param.labels)
@@ -296,9 +208,30 @@ def _scheduler(settings: StudySettings) -> Any:
         return schedulers.PopulationBasedTraining(
             time_attr="step",  # optimizer steps, not seconds: the same on any machine
             perturbation_interval=int(settings.ray.get("perturbation_interval_steps") or 10),
-            hyperparam_mutations={p.key: _domain(p, "tpe") for p in space.params},
+            # A choice is given as its list: PBT moves to a neighbouring choice or
+            # resamples (a `tune.choice` domain it would multiply like a number).
+            hyperparam_mutations={
+                p.key: list(p.labels) if p.is_categorical else _domain(p, "tpe")
+                for p in space.params
+            },
+            custom_explore_fn=KeepInRange(
+                {p.key: (p.low, p.high) for p in space.params if not p.is_categorical}
+            ),
         )
     return None
+
+
+class KeepInRange:
+    """PBT's explore step multiplies a value by 0.8 or 1.2: keep it inside its range."""
+
+    def __init__(self, bounds: dict[str, tuple[float, float]]) -> None:
+        self.bounds = bounds
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        for key, (low, high) in self.bounds.items():
+            if key in config:
+                config[key] = min(max(config[key], low), high)
+        return config
 
 
 def _search(settings: StudySettings) -> Any:
@@ -313,6 +246,76 @@ def _search(settings: StudySettings) -> Any:
     return None
 
 
+def _recording(scheduler: Any, decisions: Path) -> Any:
+    """The scheduler, writing each pause or stop it decides to the trial's decision file.
+
+    The file is written before the decision returns to Ray, so before Ray acts on it:
+    the trial reads it once Ray has ended its thread (`brickwork.tune.ray_trial`).
+    """
+    if scheduler is None:
+        return None
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    class Recording(type(scheduler)):  # type: ignore[misc]
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: Any) -> Any:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                write_atomically(decisions / trial.trial_id, STOP)
+            elif decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
+                write_atomically(decisions / trial.trial_id, PAUSE)
+            return decision
+
+    Recording.__name__ = Recording.__qualname__ = type(scheduler).__name__
+    scheduler.__class__ = Recording
+    return scheduler
+
+
+def _settle_paused(run_dir: str | None) -> None:
+    """A trial still paused when the study ends was ended by its scheduler: pruned."""
+    if run_dir is None:
+        return
+    summary_file = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if summary.get("status") != StopKind.PREEMPTED.status:
+        return
+    stop = Stop(
+        StopKind.PRUNED,
+        f"ended by Ray Tune's scheduler while paused after epoch {summary.get('num_epochs')}",
+    )
+    summary.update(status=stop.kind.status, stop=stop.to_dict(), stop_reason=stop.detail)
+    write_atomically(summary_file, json.dumps(summary, indent=2) + "\n")
+
+
+def _run_dir_of(result: Any, folder: StudyFolder) -> str | None:
+    """The run folder of a Ray result, by the Ray trial folder its `ray.json` names.
+
+    Not by `result.metrics["trial_id"]`: after a PBT exploit a trial's last result may
+    be the donor's.
+    """
+    name = Path(result.path).name if result.path else None
+    for record in sorted(folder.trials_dir.glob("*/ray.json")):
+        try:
+            if json.loads(record.read_text(encoding="utf-8")).get("ray_trial_dir") == name:
+                return str(record.parent)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _num_to_keep(settings: StudySettings) -> int | None:
+    """Checkpoints Ray keeps per trial: all of them under PBT, else the last two.
+
+    PBT exploits a donor's checkpoint from the donor's last perturbation, possibly
+    several reports later: with a limit, Ray may have deleted it by then, and the
+    exploiting trial fails to restore ("does not exist on storage anymore").
+    """
+    return None if settings.pruner == "pbt" else 2
+
+
 def _resources(settings: StudySettings) -> dict[str, float]:
     return dict(settings.ray.get("resources") or {"cpu": 1.0})
 
@@ -323,11 +326,9 @@ def _max_epochs(settings: StudySettings) -> int:
 
 
 def _record_of(
-    number: int, result: Any, space: SearchSpace, folder: StudyFolder, mode: str
+    number: int, result: Any, space: SearchSpace, run_dir: str | None, mode: str
 ) -> TrialRecord:
     """A Ray result as a table row; stopped early by the scheduler reads as pruned."""
-    trial_id = (result.metrics or {}).get("trial_id")
-    run_dir = str(folder.trials_dir / f"trial-{trial_id}") if trial_id else None
     history = result.metrics_dataframe
     values = [] if history is None or OBJECTIVE not in history else list(history[OBJECTIVE])
     value = (max(values) if mode == "max" else min(values)) if values else None

@@ -63,15 +63,25 @@ class TrialReporter:
 
 
 def run_trial(
-    config: Config, run_dir: Path, resume_from: Path | None, callbacks: list[Any]
+    config: Config,
+    run_dir: Path,
+    resume_from: Path | None,
+    callbacks: list[Any],
+    resume_force: bool = False,
 ) -> dict[str, Any]:
-    """Train one trial in this process; its console lines go to `train.log` only."""
+    """Train one trial in this process; its console lines go to `train.log` only.
+
+    `resume_force` lets a trial continue from a checkpoint trained under other values
+    (PBT's exploit: a donor's weights under this trial's perturbed learning rate).
+    """
     from brickwork.loop import fit
 
     try:
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             if resume_from is not None:
-                return fit(config, resume=resume_from, callbacks=callbacks)
+                return fit(
+                    config, resume=resume_from, resume_force=resume_force, callbacks=callbacks
+                )
             return fit(config, run_dir=run_dir, callbacks=callbacks)
     finally:
         _release_memory()
