@@ -19,6 +19,7 @@ collective it runs is marked where it happens (docs/distributed.md lists them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -196,7 +197,7 @@ def _fit(
                             built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
                             pieces = attempt.micro_batches
                             for index, batch in enumerate(pieces):
-                                attempt.before_micro_step(index)  # injected faults (tests)
+                                attempt.before_micro_step(index)  # injected faults; DDP watch
                                 batch = move_to_device(
                                     batch, device, non_blocking, trainer.channels_last
                                 )
@@ -213,8 +214,10 @@ def _fit(
                                     scaled = loss if share == 1 else loss * share
                                     (scaler.scale(scaled) if scaler else scaled).backward()
                                 losses.append((loss.detach(), num_samples))
-                    if not micro_batches:  # no sample here this step: join DDP's all-reduce
-                        spare = join_gradient_sync(model, parts, spare, device, built.autocast)
+                            if not micro_batches:  # no sample here: join DDP's all-reduce
+                                spare = join_gradient_sync(
+                                    model, parts, spare, device, built.autocast
+                                )
                     spare = micro_batches[-1] if micro_batches else spare
 
                     if skip_nonfinite and not built.nonfinite.all_finite(losses):  # a sync
@@ -412,6 +415,11 @@ def _build_training(
         before_save=nonfinite.check,  # no checkpoint holds weights a bad step touched
     )
     recovery = OutOfMemoryRecovery(config.data.batch_size, device, run.directory)
+    autocast = _autocast(device, trainer.precision)
+    # A rank that runs out of memory finishes DDP's all-reduce with a zero-weight pass.
+    recovery.watch(
+        model, functools.partial(join_gradient_sync, model, parts, autocast=autocast, device=device)
+    )
     loggers = build_loggers(config, run.directory, parts.model, parts.data) if main else []
     callbacks: list[Any] = [
         *_finetune(config, parts.model, optimizer, schedule),
@@ -432,7 +440,7 @@ def _build_training(
         optimizer=optimizer,
         schedule=schedule,
         scaler=scaler,
-        autocast=_autocast(device, trainer.precision),
+        autocast=autocast,
         callbacks=callbacks,
         loggers=loggers,
         nonfinite=nonfinite,

@@ -129,19 +129,31 @@ def test_out_of_memory_at_one_sample_stops_with_a_report(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_out_of_memory_on_one_rank_of_two_changes_both_without_a_hang(
+def test_out_of_memory_on_one_rank_of_two_in_any_micro_step_is_recovered_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Rank 1 alone runs out at step 1 (the gradient-syncing micro-step) and at step 3
-    # micro-step 0 (an accumulation one): both ranks halve together, twice.
-    monkeypatch.setenv("BRICKWORK_INJECT_OOM", "1:0,1;3:0,1")
+    # Rank 1 alone runs out, at step 1: in the forward of the last micro-step (the one
+    # whose backward all-reduces gradients), then in that backward, after some gradients
+    # were ready; at step 3 in an accumulation micro-step's backward. Both ranks halve
+    # together each time (16 -> 8 -> 4 -> 2) and nobody hangs.
+    monkeypatch.setenv("BRICKWORK_INJECT_OOM", "1:-1,1;1:-1:backward,1;3:0:backward,1")
     two, one = tmp_path / "two", tmp_path / "one"
-    no_dropout = [*BASE, "model.dropout=0", "trainer.accumulate_grad_batches=2"]
+    # Layers sized so DDP makes two gradient buckets, and the backward error comes after
+    # the first one (head and last layer, over DDP's 1 MB first bucket) was all-reduced.
+    no_dropout = [*BASE, *TWO_BUCKETS, "trainer.accumulate_grad_batches=2"]
     result = torchrun(["train", *no_dropout, "data.batch_size=16", "--run-dir", str(two)])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("out of memory at step") == 4  # both ranks, twice
-    assert summary(two)["out_of_memory"]["micro_batch_size"] == 4  # 16 -> 8 -> 4
+    assert result.stderr.count("out of memory at step") == 6  # both ranks, three times
+    assert result.stderr.count("(on another rank)") == 3  # rank 0 followed rank 1
+    assert summary(two)["out_of_memory"]["micro_batch_size"] == 2
+    saved = load_checkpoint((two / "checkpoints" / "last").resolve())
+    assert saved["callbacks"]["micro_batch"]["micro_batch_size"] == 2
     monkeypatch.delenv("BRICKWORK_INJECT_OOM")
-    fit(None, overrides=[*no_dropout, "data.batch_size=32"], run_dir=one)
+    # The same global batch (2 x 16 x 2) at the recovered micro-batch from the start.
+    fit(None, overrides=[*no_dropout, *RECOVERED_ON_ONE], run_dir=one)
     for name, tensor in weights(one).items():  # equal up to the ranks' summation order
         torch.testing.assert_close(weights(two)[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+TWO_BUCKETS = ["model.hidden_sizes=[64,1024,512]", "model.dropout=0"]
+RECOVERED_ON_ONE = ["data.batch_size=2", "trainer.accumulate_grad_batches=32"]

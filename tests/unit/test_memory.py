@@ -36,18 +36,18 @@ def test_injection_raises_a_real_out_of_memory_error_once_per_entry() -> None:
 
 @pytest.mark.parametrize("text", ["3", "a:b", "eval:x", "1:0,r"])
 def test_a_malformed_injection_names_the_variable_and_the_format(text: str) -> None:
-    with pytest.raises(BrickworkError, match=r"BRICKWORK_INJECT_OOM=.*STEP:MICRO_STEP"):
+    with pytest.raises(BrickworkError, match=r"BRICKWORK_INJECT_OOM=.*STEPS:MICRO_STEP"):
         FaultInjection(text)
 
 
 def test_halving_keeps_the_loader_batches_and_stops_at_one_sample(tmp_path) -> None:  # type: ignore[no-untyped-def]
     recovery = OutOfMemoryRecovery(3, torch.device("cpu"), tmp_path, FaultInjection("1:0"))
     error = torch.OutOfMemoryError("test")
-    recovery.halve(1, 0, error)  # 3 -> 2
+    recovery.halve(1, 0, "forward")  # 3 -> 2
     batches = [torch.arange(3), torch.arange(3, 6)]
     assert [p.tolist() for p in recovery.cut(batches)] == [[0, 1], [2], [3, 4], [5]]
-    recovery.halve(1, 0, error)  # 2 -> 1
+    recovery.halve(1, 0, "forward")  # 2 -> 1
     with pytest.raises(BrickworkError, match=r"micro-batch of 1 sample.*bf16"):
-        recovery.halve(1, 0, error)
+        recovery.halve(1, 0, "forward")
     assert "failed in forward" in (tmp_path / "oom_report.txt").read_text()
     assert recovery.state_dict()["micro_batch_size"] == 1
