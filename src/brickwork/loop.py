@@ -418,7 +418,9 @@ def _build_training(
     autocast = _autocast(device, trainer.precision)
     # A rank that runs out of memory finishes DDP's all-reduce with a zero-weight pass.
     recovery.watch(
-        model, functools.partial(join_gradient_sync, model, parts, autocast=autocast, device=device)
+        model,
+        optimizer,
+        functools.partial(join_gradient_sync, model, parts, autocast=autocast, device=device),
     )
     loggers = build_loggers(config, run.directory, parts.model, parts.data) if main else []
     callbacks: list[Any] = [
@@ -497,7 +499,7 @@ def _finish(
             and stop.kind is not StopKind.PRUNED
             and config.trainer.test_after_fit
         ):
-            summary["test"] = _test_best(config, run, built.parts, built.autocast)
+            summary["test"] = _test_best(config, run, built.parts, built.autocast, built.recovery)
             summary["final"].update(summary["test"])
             _log_metrics(built.loggers, summary["test"], state)  # metrics.jsonl, TensorBoard
     except BaseException as error:
@@ -684,7 +686,13 @@ def _summarize(
     }
 
 
-def _test_best(config: Config, run: Run, parts: Components, autocast: Any) -> dict[str, float]:
+def _test_best(
+    config: Config,
+    run: Run,
+    parts: Components,
+    autocast: Any,
+    training: OutOfMemoryRecovery,
+) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (or the final weights if none is best)."""
     if parts.data.test is None:
         return {}
@@ -693,6 +701,10 @@ def _test_best(config: Config, run: Run, parts: Components, autocast: Any) -> di
     if best.exists():
         model.load_state_dict(load_tensors(best / MODEL_FILE, parts.device))
     loader = build_split_loader(config, parts.data, "test")
+    # Its own evaluation batch, the run's fault injection (counted over the whole run).
+    recovery = OutOfMemoryRecovery(
+        loader.batch_size or 1, parts.device, injection=training.injection
+    )
     return evaluate_loader(
-        model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast
+        model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast, recovery
     )

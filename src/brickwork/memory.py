@@ -30,7 +30,8 @@ inject a real `torch.OutOfMemoryError` with an environment variable, not a confi
     BRICKWORK_INJECT_OOM="1:0,1"         # step 1, micro-step 0, on rank 1 only
     BRICKWORK_INJECT_OOM="2:1:backward"  # inside the backward of that micro-step
     BRICKWORK_INJECT_OOM="4-20/2:0"      # steps 4, 6, ..., 20: once each
-    BRICKWORK_INJECT_OOM="eval:0"        # the first evaluation forward of the process
+    BRICKWORK_INJECT_OOM="eval:0"        # the run's first evaluation forward (from 0)
+    BRICKWORK_INJECT_OOM="eval:0-7,1"    # its first 8, on rank 1 (validation, then test)
     BRICKWORK_INJECT_OOM="1:0;1:0"       # entries separated by ';', each fires once
 
 A micro-step index counts the pieces of the current attempt (after a halving a step
@@ -56,6 +57,7 @@ from brickwork.batch import Batch, batch_size_of
 from brickwork.distributed import get_rank, get_world_size, max_across_ranks
 from brickwork.errors import BrickworkError
 from brickwork.gradient_sync import GradientSyncCompletion
+from brickwork.memory_profile import PhasePeaks
 
 log = logging.getLogger("brickwork")
 
@@ -72,7 +74,7 @@ _ENTRY = re.compile(
     r"(?P<first>\d+)(?:-(?P<last>\d+)(?:/(?P<every>\d+))?)?:(?P<micro>-?\d+)"
     r"(?::(?P<phase>forward|backward))?(?:,(?P<rank>\d+))?"
 )
-_EVAL_ENTRY = re.compile(r"eval:(?P<index>\d+)(?:,(?P<rank>\d+))?")
+_EVAL_ENTRY = re.compile(r"eval:(?P<first>\d+)(?:-(?P<last>\d+))?(?:,(?P<rank>\d+))?")
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,16 @@ def parse_injections(text: str) -> list[_Injection]:
     found = []
     for entry in text.replace(";", " ").split():
         if match := _EVAL_ENTRY.fullmatch(entry):
-            rank = match["rank"]
-            found.append(_Injection("eval", int(match["index"]), 0, int(rank) if rank else None))
+            rank = int(match["rank"]) if match["rank"] else None
+            first = int(match["first"])
+            for index in range(first, int(match["last"] or first) + 1):
+                found.append(_Injection("eval", index, 0, rank))
             continue
         match = _ENTRY.fullmatch(entry)
         if match is None:
             raise BrickworkError(
                 f"{INJECT_VARIABLE}={text!r}: cannot read {entry!r}; expected "
-                "STEPS:MICRO_STEP[:forward|backward][,RANK] or eval:N[,RANK], "
+                "STEPS:MICRO_STEP[:forward|backward][,RANK] or eval:N[-LAST][,RANK], "
                 "e.g. 3:0, 3:-1:backward,1 or 2-20/2:0"
             )
         first = int(match["first"])
@@ -237,15 +241,23 @@ class OutOfMemoryRecovery:
         self.num_eval_recoveries = 0
         self.failures: list[dict[str, Any]] = []
         self.completion: GradientSyncCompletion | None = None
+        self.phases = PhasePeaks(device)
 
-    def watch(self, model: torch.nn.Module, rejoin: Callable[[Any], object]) -> None:
+    def watch(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        rejoin: Callable[[Any], object],
+    ) -> None:
         """Prepare for errors in `model`'s steps: the injection's backward hook, and under
         DDP the bookkeeping a failing rank needs to complete the gradient all-reduce.
 
-        `rejoin(sample)` runs a zero-weight forward and backward through `model`.
+        `rejoin(sample)` runs a zero-weight forward and backward through `model`; the
+        optimizer's step hooks mark a phase of the memory report.
         """
         if not self.active:
             return
+        self.phases.attach(model, optimizer)  # peak memory by phase, after a first error
         if self.injection:
             self.injection.install(model)
         inner = getattr(model, "_orig_mod", model)  # through a torch.compile wrapper
@@ -310,7 +322,8 @@ class OutOfMemoryRecovery:
                     index = self.injection.num_eval_forwards
                     self.injection.num_eval_forwards += 1
                     self.injection.maybe_raise("eval", index)
-                evaluate(piece)
+                with self.phases.profiled("evaluation"):
+                    evaluate(piece)
             except torch.OutOfMemoryError:
                 if not self.active:
                     raise
@@ -356,7 +369,7 @@ class OutOfMemoryRecovery:
             )
 
     def _record(self, where: str, step: int, micro_step: int, size: int, phase: str) -> None:
-        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None
+        peak = self.phases.meter.peak if self.phases.meter is not None else None
         self.failures.append(
             {
                 "where": where,
@@ -367,11 +380,10 @@ class OutOfMemoryRecovery:
                 "peak_bytes": peak,
             }
         )
-        if torch.cuda.is_initialized():
-            torch.cuda.reset_peak_memory_stats()
+        self.phases.start_profile()  # the attempts that follow are measured by phase
 
     def _give_up(self, what: str) -> None:
-        report = write_memory_report(self.report_dir, self.failures)
+        report = write_memory_report(self.report_dir, self.failures, self.phases.describe())
         raise MemoryExhaustedError(
             f"{what}; {report}. Fixes, most effective first: trainer.precision=bf16, "
             "a smaller data.eval_batch_size, activation checkpointing in the model, "
@@ -420,6 +432,8 @@ class _Attempt:
             recovery.injection.maybe_raise("train", self.step, index, len(self.micro_batches))
 
     def __enter__(self) -> _Attempt:
+        self._profile = self.recovery.phases.profiled()
+        self._profile.__enter__()  # the CPU tensor profile, once an error started it
         return self
 
     def __exit__(
@@ -428,6 +442,7 @@ class _Attempt:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        self._profile.__exit__(None, None, None)
         recovery = self.recovery
         if not recovery.active or (error is not None and not is_out_of_memory(error)):
             return False
@@ -465,18 +480,21 @@ def failed_phase(error: BaseException) -> str:
     return "forward"
 
 
-def write_memory_report(report_dir: Path | None, failures: Sequence[dict[str, Any]]) -> str:
-    """Peak memory by phase of each failed attempt, CUDA's memory summary, ranked fixes.
+def write_memory_report(
+    report_dir: Path | None, failures: Sequence[dict[str, Any]], phases: Sequence[str] = ()
+) -> str:
+    """Each failed attempt, peak memory by phase, CUDA's memory summary, ranked fixes.
 
     Returns where the report went, for the error message.
     """
     lines = ["brickwork out-of-memory report", "", "attempts that ran out of memory:"]
     for row in failures:
-        peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f} MiB"
+        peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.2f} MiB"
         lines.append(
             f"  {row['where']} step {row['step']} micro-step {row['micro_step']}: "
-            f"batch {row['size']}, failed in {row['phase']}, peak allocated {peak}"
+            f"batch {row['size']}, failed in {row['phase']}, peak since the last error {peak}"
         )
+    lines += ["", "peak memory by phase, over the attempts after the first error:", *phases]
     lines += [
         "",
         "fixes, most effective first:",
