@@ -23,8 +23,9 @@ backward, and costs one flag per step, as a stop agreement would.
 Evaluation has no collective per batch: an out-of-memory error there halves the
 evaluation batch on that rank and retries the rest of the batch.
 
-Recovery is on where memory can run out (CUDA, MPS) and under fault injection. Tests
-inject a real `torch.OutOfMemoryError` with an environment variable, not a config key:
+Recovery is on where memory can run out (CUDA, MPS) and under fault injection
+(`brickwork.fault_injection`). Tests inject a real `torch.OutOfMemoryError` with an
+environment variable, not a config key:
 
     BRICKWORK_INJECT_OOM="3:1"           # step 3 (counted from 1), micro-step 1 (from 0)
     BRICKWORK_INJECT_OOM="1:0,1"         # step 1, micro-step 0, on rank 1 only
@@ -42,11 +43,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import re
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -54,120 +52,19 @@ from typing import Any
 import torch
 
 from brickwork.batch import Batch, batch_size_of
-from brickwork.distributed import get_rank, get_world_size, max_across_ranks
+from brickwork.distributed import get_world_size, max_across_ranks
 from brickwork.errors import BrickworkError
+from brickwork.fault_injection import FaultInjection
 from brickwork.gradient_sync import GradientSyncCompletion
 from brickwork.memory_profile import PhasePeaks
 
 log = logging.getLogger("brickwork")
 
-INJECT_VARIABLE = "BRICKWORK_INJECT_OOM"
 REPORT_FILE = "oom_report.txt"
 
 
 class MemoryExhaustedError(BrickworkError):
     """Out of memory even at a micro-batch of one sample (or where no retry is possible)."""
-
-
-PHASES = ("forward", "backward")
-_ENTRY = re.compile(
-    r"(?P<first>\d+)(?:-(?P<last>\d+)(?:/(?P<every>\d+))?)?:(?P<micro>-?\d+)"
-    r"(?::(?P<phase>forward|backward))?(?:,(?P<rank>\d+))?"
-)
-_EVAL_ENTRY = re.compile(r"eval:(?P<first>\d+)(?:-(?P<last>\d+))?(?:,(?P<rank>\d+))?")
-
-
-@dataclass(frozen=True)
-class _Injection:
-    where: str  # "train" or "eval"
-    step: int  # training: the optimizer step, from 1; eval: the evaluation forward, from 0
-    micro_step: int  # -1: the last micro-step of the attempt
-    rank: int | None
-    phase: str = "forward"
-
-
-def parse_injections(text: str) -> list[_Injection]:
-    """`STEPS:MICRO_STEP[:PHASE][,RANK]` or `eval:N[,RANK]` entries, separated by `;` or
-    spaces; STEPS is `N`, `FIRST-LAST` or `FIRST-LAST/EVERY`."""
-    found = []
-    for entry in text.replace(";", " ").split():
-        if match := _EVAL_ENTRY.fullmatch(entry):
-            rank = int(match["rank"]) if match["rank"] else None
-            first = int(match["first"])
-            for index in range(first, int(match["last"] or first) + 1):
-                found.append(_Injection("eval", index, 0, rank))
-            continue
-        match = _ENTRY.fullmatch(entry)
-        if match is None:
-            raise BrickworkError(
-                f"{INJECT_VARIABLE}={text!r}: cannot read {entry!r}; expected "
-                "STEPS:MICRO_STEP[:forward|backward][,RANK] or eval:N[-LAST][,RANK], "
-                "e.g. 3:0, 3:-1:backward,1 or 2-20/2:0"
-            )
-        first = int(match["first"])
-        last = int(match["last"]) if match["last"] else first
-        every = int(match["every"]) if match["every"] else 1
-        rank = int(match["rank"]) if match["rank"] else None
-        phase = match["phase"] or "forward"
-        for step in range(first, last + 1, max(every, 1)):
-            found.append(_Injection("train", step, int(match["micro"]), rank, phase))
-    return found
-
-
-class FaultInjection:
-    """Raises a real `torch.OutOfMemoryError` where `BRICKWORK_INJECT_OOM` says, once each.
-
-    A `forward` entry raises as its micro-step starts; a `backward` one arms a hook
-    that raises in the middle of that micro-step's backward (`install`).
-    """
-
-    def __init__(self, text: str | None = None) -> None:
-        text = os.environ.get(INJECT_VARIABLE, "") if text is None else text
-        self.pending = parse_injections(text)
-        self.num_eval_forwards = 0
-        self.backward_armed = False
-        self.num_raised = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.pending)
-
-    def maybe_raise(
-        self, where: str, step: int, micro_step: int = 0, num_micro_steps: int = 1
-    ) -> None:
-        """Raise (or arm the backward hook) for the first pending entry at this place."""
-        for entry in self.pending:
-            micro = entry.micro_step % num_micro_steps if entry.micro_step < 0 else entry.micro_step
-            if (entry.where, entry.step, micro) == (where, step, micro_step) and (
-                entry.rank is None or entry.rank == get_rank()
-            ):
-                self.pending.remove(entry)
-                if entry.phase == "backward":
-                    self.backward_armed = True
-                    return
-                self._raise(f"{where} {step}:{micro_step}")
-
-    def install(self, model: torch.nn.Module) -> None:
-        """A forward hook on a module halfway down `model` whose output's gradient hook
-        raises when armed: the backward fails after some parameters got their gradient."""
-        if not any(entry.phase == "backward" for entry in self.pending):
-            return
-        layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
-        if layers:
-            layers[(len(layers) - 1) // 2].register_forward_hook(self._arm_output)
-
-    def _arm_output(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if self.backward_armed and isinstance(output, torch.Tensor) and output.requires_grad:
-            self.backward_armed = False
-            output.register_hook(self._raise_in_backward)
-
-    def _raise_in_backward(self, grad: torch.Tensor) -> None:
-        self._raise("backward")
-
-    def _raise(self, where: str) -> None:
-        self.num_raised += 1
-        raise torch.OutOfMemoryError(
-            f"CUDA out of memory (injected by {INJECT_VARIABLE} at {where} on rank {get_rank()})"
-        )
 
 
 def is_out_of_memory(error: BaseException) -> bool:

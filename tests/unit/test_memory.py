@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from brickwork.errors import BrickworkError
-from brickwork.memory import FaultInjection, OutOfMemoryRecovery, split_into_pieces
+from brickwork.fault_injection import FaultInjection
+from brickwork.memory import OutOfMemoryRecovery, split_into_pieces
 from brickwork.memory_profile import PhasePeaks
 
 
