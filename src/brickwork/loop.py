@@ -19,6 +19,7 @@ collective it runs is marked where it happens (docs/distributed.md lists them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -201,7 +202,7 @@ def _fit(
                             built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
                             pieces = attempt.micro_batches
                             for index, batch in enumerate(pieces):
-                                attempt.before_micro_step(index)  # injected faults (tests)
+                                attempt.before_micro_step(index)  # injected faults; DDP watch
                                 batch = move_to_device(
                                     batch, device, non_blocking, trainer.channels_last
                                 )
@@ -218,8 +219,10 @@ def _fit(
                                     scaled = loss if share == 1 else loss * share
                                     (scaler.scale(scaled) if scaler else scaled).backward()
                                 losses.append((loss.detach(), num_samples))
-                    if not micro_batches:  # no sample here this step: join DDP's all-reduce
-                        spare = join_gradient_sync(model, parts, spare, device, built.autocast)
+                            if not micro_batches:  # no sample here: join DDP's all-reduce
+                                spare = join_gradient_sync(
+                                    model, parts, spare, device, built.autocast
+                                )
                     spare = micro_batches[-1] if micro_batches else spare
 
                     if skip_nonfinite and not built.nonfinite.all_finite(losses):  # a sync
@@ -417,6 +420,13 @@ def _build_training(
         before_save=nonfinite.check,  # no checkpoint holds weights a bad step touched
     )
     recovery = OutOfMemoryRecovery(config.data.batch_size, device, run.directory)
+    autocast = _autocast(device, trainer.precision)
+    # A rank that runs out of memory finishes DDP's all-reduce with a zero-weight pass.
+    recovery.watch(
+        model,
+        optimizer,
+        functools.partial(join_gradient_sync, model, parts, autocast=autocast, device=device),
+    )
     loggers = build_loggers(config, run.directory, parts.model, parts.data) if main else []
     callbacks: list[Any] = [
         *_finetune(config, parts.model, optimizer, schedule),
@@ -437,7 +447,7 @@ def _build_training(
         optimizer=optimizer,
         schedule=schedule,
         scaler=scaler,
-        autocast=_autocast(device, trainer.precision),
+        autocast=autocast,
         callbacks=callbacks,
         loggers=loggers,
         nonfinite=nonfinite,
@@ -494,7 +504,7 @@ def _finish(
             and stop.kind is not StopKind.PRUNED
             and config.trainer.test_after_fit
         ):
-            summary["test"] = _test_best(config, run, built.parts, built.autocast)
+            summary["test"] = _test_best(config, run, built.parts, built.autocast, built.recovery)
             summary["final"].update(summary["test"])
             _log_metrics(built.loggers, summary["test"], state)  # metrics.jsonl, TensorBoard
     except BaseException as error:
@@ -681,7 +691,13 @@ def _summarize(
     }
 
 
-def _test_best(config: Config, run: Run, parts: Components, autocast: Any) -> dict[str, float]:
+def _test_best(
+    config: Config,
+    run: Run,
+    parts: Components,
+    autocast: Any,
+    training: OutOfMemoryRecovery,
+) -> dict[str, float]:
     """Test-split metrics of the best checkpoint (or the final weights if none is best)."""
     if parts.data.test is None:
         return {}
@@ -690,6 +706,10 @@ def _test_best(config: Config, run: Run, parts: Components, autocast: Any) -> di
     if best.exists():
         model.load_state_dict(load_tensors(best / MODEL_FILE, parts.device))
     loader = build_split_loader(config, parts.data, "test")
+    # Its own evaluation batch, the run's fault injection (counted over the whole run).
+    recovery = OutOfMemoryRecovery(
+        loader.batch_size or 1, parts.device, injection=training.injection
+    )
     return evaluate_loader(
-        model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast
+        model, loader, parts.compute_loss, parts.metrics, parts.device, "test", autocast, recovery
     )

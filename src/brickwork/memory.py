@@ -12,33 +12,39 @@ torch's random generators are put back before a retry, so dropout draws the same
 The new size rides in every checkpoint (`state_key = "micro_batch"`), so a resume
 does not run out of memory again, and `summary.json` counts the recoveries.
 
-Under several processes every rank changes together: each attempt ends with one
-agreement (a max over ranks of an "out of memory" flag, on CPU) right before the
-micro-step whose backward all-reduces the gradients, so a rank that ran out never
-leaves the others waiting in an all-reduce. An error inside that last micro-step
-itself cannot be retried across ranks (the others are already inside DDP's
-all-reduce); it stops the run with the overrides that avoid it.
+Under several processes every rank changes together, with no deadlock wherever one
+rank ran out: a rank that fails first completes its side of DDP's gradient all-reduce
+with zero-weight gradients (`brickwork.gradient_sync`), then each attempt ends with one
+agreement (a max over ranks of an "out of memory" flag, on CPU) right after the
+micro-step whose backward all-reduces the gradients, and all ranks retry together.
+That covers an error in any micro-step, the synchronising one included, forward or
+backward, and costs one flag per step, as a stop agreement would.
 
 Evaluation has no collective per batch: an out-of-memory error there halves the
 evaluation batch on that rank and retries the rest of the batch.
 
-Recovery is on where memory can run out (CUDA, MPS) and under fault injection. Tests
-inject a real `torch.OutOfMemoryError` with an environment variable, not a config key:
+Recovery is on where memory can run out (CUDA, MPS) and under fault injection
+(`brickwork.fault_injection`). Tests inject a real `torch.OutOfMemoryError` with an
+environment variable, not a config key:
 
-    BRICKWORK_INJECT_OOM="3:1"        # step 3 (counted from 1), micro-step 1 (from 0)
-    BRICKWORK_INJECT_OOM="1:0,1"      # step 1, micro-step 0, on rank 1 only
-    BRICKWORK_INJECT_OOM="eval:0"     # the first evaluation forward of the process
-    BRICKWORK_INJECT_OOM="1:0;1:0"    # entries separated by ';', each fires once
+    BRICKWORK_INJECT_OOM="3:1"           # step 3 (counted from 1), micro-step 1 (from 0)
+    BRICKWORK_INJECT_OOM="1:0,1"         # step 1, micro-step 0, on rank 1 only
+    BRICKWORK_INJECT_OOM="2:1:backward"  # inside the backward of that micro-step
+    BRICKWORK_INJECT_OOM="4-20/2:0"      # steps 4, 6, ..., 20: once each
+    BRICKWORK_INJECT_OOM="eval:0"        # the run's first evaluation forward (from 0)
+    BRICKWORK_INJECT_OOM="eval:0-7,1"    # its first 8, on rank 1 (validation, then test)
+    BRICKWORK_INJECT_OOM="1:0;1:0"       # entries separated by ';', each fires once
+
+A micro-step index counts the pieces of the current attempt (after a halving a step
+has more of them); `-1` is the last, the one whose backward all-reduces gradients.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,74 +52,19 @@ from typing import Any
 import torch
 
 from brickwork.batch import Batch, batch_size_of
-from brickwork.distributed import get_rank, get_world_size, max_across_ranks
+from brickwork.distributed import get_world_size, max_across_ranks
 from brickwork.errors import BrickworkError
+from brickwork.fault_injection import FaultInjection
+from brickwork.gradient_sync import GradientSyncCompletion
+from brickwork.memory_profile import PhasePeaks
 
 log = logging.getLogger("brickwork")
 
-INJECT_VARIABLE = "BRICKWORK_INJECT_OOM"
 REPORT_FILE = "oom_report.txt"
 
 
 class MemoryExhaustedError(BrickworkError):
     """Out of memory even at a micro-batch of one sample (or where no retry is possible)."""
-
-
-class _PeerOutOfMemory(Exception):
-    """Another rank ran out of memory in this attempt: retry together."""
-
-
-@dataclass(frozen=True)
-class _Injection:
-    where: str  # "train" or "eval"
-    step: int  # training: the optimizer step, from 1; eval: the evaluation forward, from 0
-    micro_step: int
-    rank: int | None
-
-
-def parse_injections(text: str) -> list[_Injection]:
-    """`STEP:MICRO_STEP[,RANK]` or `eval:N[,RANK]` entries, separated by `;` or spaces."""
-    found = []
-    for entry in text.replace(";", " ").split():
-        place, _, rank = entry.partition(",")
-        first, _, second = place.partition(":")
-        try:
-            if first == "eval":
-                found.append(_Injection("eval", int(second), 0, int(rank) if rank else None))
-            else:
-                found.append(
-                    _Injection("train", int(first), int(second), int(rank) if rank else None)
-                )
-        except ValueError:
-            raise BrickworkError(
-                f"{INJECT_VARIABLE}={text!r}: cannot read {entry!r}; expected STEP:MICRO_STEP"
-                "[,RANK] or eval:N[,RANK], e.g. 3:0 or 3:0,1"
-            ) from None
-    return found
-
-
-class FaultInjection:
-    """Raises a real `torch.OutOfMemoryError` where `BRICKWORK_INJECT_OOM` says, once each."""
-
-    def __init__(self, text: str | None = None) -> None:
-        text = os.environ.get(INJECT_VARIABLE, "") if text is None else text
-        self.pending = parse_injections(text)
-        self.num_eval_forwards = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.pending)
-
-    def maybe_raise(self, where: str, step: int, micro_step: int = 0) -> None:
-        """Raise for the first pending entry at this place (and rank), and consume it."""
-        for entry in self.pending:
-            if (entry.where, entry.step, entry.micro_step) == (where, step, micro_step) and (
-                entry.rank is None or entry.rank == get_rank()
-            ):
-                self.pending.remove(entry)
-                raise torch.OutOfMemoryError(
-                    f"CUDA out of memory (injected by {INJECT_VARIABLE} at {where} "
-                    f"{step}:{micro_step} on rank {get_rank()})"
-                )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -186,6 +137,29 @@ class OutOfMemoryRecovery:
         self.num_recoveries = 0
         self.num_eval_recoveries = 0
         self.failures: list[dict[str, Any]] = []
+        self.completion: GradientSyncCompletion | None = None
+        self.phases = PhasePeaks(device)
+
+    def watch(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        rejoin: Callable[[Any], object],
+    ) -> None:
+        """Prepare for errors in `model`'s steps: the injection's backward hook, and under
+        DDP the bookkeeping a failing rank needs to complete the gradient all-reduce.
+
+        `rejoin(sample)` runs a zero-weight forward and backward through `model`; the
+        optimizer's step hooks mark a phase of the memory report.
+        """
+        if not self.active:
+            return
+        self.phases.attach(model, optimizer)  # peak memory by phase, after a first error
+        if self.injection:
+            self.injection.install(model)
+        inner = getattr(model, "_orig_mod", model)  # through a torch.compile wrapper
+        if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+            self.completion = GradientSyncCompletion(model, rejoin)
 
     def attempts(self, micro_batches: list[Batch], step: int) -> Iterator[_Attempt]:
         """One attempt at the step `step + 1`, and one more after each recovered error."""
@@ -205,20 +179,24 @@ class OutOfMemoryRecovery:
             return micro_batches
         return [piece for batch in micro_batches for piece in split_into_pieces(batch, size)]
 
-    def halve(self, step: int, micro_step: int, error: BaseException) -> None:
-        """Halve the micro-batch, or raise `MemoryExhaustedError` at one sample."""
+    def halve(self, step: int, micro_step: int, phase: str) -> None:
+        """Halve the micro-batch, or raise `MemoryExhaustedError` at one sample.
+
+        `phase` is where it ran out: `forward`, `backward`, or `on another rank`.
+        """
         old = self.micro_batch_size or self.loader_batch_size
-        self._record("train", step, micro_step, old, error)
+        self._record("train", step, micro_step, old, phase)
         if old <= 1:
             self._give_up(f"step {step}: out of memory with a micro-batch of 1 sample")
         new = -(-old // 2)
         self.micro_batch_size, self.num_recoveries = new, self.num_recoveries + 1
         per_batch = -(-self.loader_batch_size // new)
         log.warning(
-            "out of memory at step %d, micro-step %d: micro-batch %d -> %d, each loader batch "
+            "out of memory at step %d, micro-step %d (%s): micro-batch %d -> %d, each loader batch "
             "of %d now in %d micro-steps (same samples, same effective batch); retrying the step",
             step,
             micro_step,
+            phase,
             old,
             new,
             self.loader_batch_size,
@@ -241,11 +219,12 @@ class OutOfMemoryRecovery:
                     index = self.injection.num_eval_forwards
                     self.injection.num_eval_forwards += 1
                     self.injection.maybe_raise("eval", index)
-                evaluate(piece)
-            except torch.OutOfMemoryError as error:
+                with self.phases.profiled("evaluation"):
+                    evaluate(piece)
+            except torch.OutOfMemoryError:
                 if not self.active:
                     raise
-                self._record("eval", -1, 0, size, error)
+                self._record("eval", -1, 0, size, "evaluation")
                 if size <= 1:
                     self._give_up("evaluation: out of memory with a batch of 1 sample")
                 failed = True
@@ -286,25 +265,22 @@ class OutOfMemoryRecovery:
                 "resumed with micro-batch %d (recovered from out of memory)", self.micro_batch_size
             )
 
-    def _record(
-        self, where: str, step: int, micro_step: int, size: int, error: BaseException
-    ) -> None:
-        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None
+    def _record(self, where: str, step: int, micro_step: int, size: int, phase: str) -> None:
+        peak = self.phases.meter.peak if self.phases.meter is not None else None
         self.failures.append(
             {
                 "where": where,
                 "step": step,
                 "micro_step": micro_step,
                 "size": size,
-                "phase": failed_phase(error),
+                "phase": phase,
                 "peak_bytes": peak,
             }
         )
-        if torch.cuda.is_initialized():
-            torch.cuda.reset_peak_memory_stats()
+        self.phases.start_profile()  # the attempts that follow are measured by phase
 
     def _give_up(self, what: str) -> None:
-        report = write_memory_report(self.report_dir, self.failures)
+        report = write_memory_report(self.report_dir, self.failures, self.phases.describe())
         raise MemoryExhaustedError(
             f"{what}; {report}. Fixes, most effective first: trainer.precision=bf16, "
             "a smaller data.eval_batch_size, activation checkpointing in the model, "
@@ -329,31 +305,32 @@ def _restore_torch_rng(state: tuple[torch.Tensor, list[torch.Tensor] | None]) ->
 
 
 class _Attempt:
-    """One try at an optimizer step: a context manager that swallows a recoverable OOM."""
+    """One try at an optimizer step: a context manager that swallows a recoverable OOM.
+
+    Under DDP its exit is the step's agreement: after the micro-step whose backward
+    all-reduced the gradients (or after a failed rank completed its side of it), one
+    flag over all ranks says whether anyone ran out; if so, every rank retries.
+    """
 
     def __init__(self, recovery: OutOfMemoryRecovery, micro_batches: list[Batch], step: int):
         self.recovery, self.micro_batches, self.step = recovery, micro_batches, step
         self.micro_step = 0
-        self.agreed = False  # this attempt's flag was exchanged with the other ranks
         self.failed = False
 
     def before_micro_step(self, index: int) -> None:
-        """Injected faults; under DDP, before the last micro-step, the agreement (a collective).
-
-        The last micro-step's backward all-reduces gradients: every rank must know first
-        that no rank ran out of memory, or a rank that did would leave the rest waiting.
-        """
+        """Injected faults; under DDP, start watching what this micro-step asks of DDP."""
         self.micro_step = index
-        if not self.recovery.active:
+        recovery = self.recovery
+        if not recovery.active:
             return
-        if self.recovery.injection:
-            self.recovery.injection.maybe_raise("train", self.step, index)
-        if index == len(self.micro_batches) - 1 and get_world_size() > 1:
-            self.agreed = True
-            if max_across_ranks(0):
-                raise _PeerOutOfMemory
+        if recovery.completion is not None:
+            recovery.completion.arm()
+        if recovery.injection:
+            recovery.injection.maybe_raise("train", self.step, index, len(self.micro_batches))
 
     def __enter__(self) -> _Attempt:
+        self._profile = self.recovery.phases.profiled()
+        self._profile.__enter__()  # the CPU tensor profile, once an error started it
         return self
 
     def __exit__(
@@ -362,25 +339,32 @@ class _Attempt:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        if error is None or not self.recovery.active:
+        self._profile.__exit__(None, None, None)
+        recovery = self.recovery
+        if not recovery.active or (error is not None and not is_out_of_memory(error)):
             return False
-        peer = isinstance(error, _PeerOutOfMemory)
-        if not (peer or is_out_of_memory(error)):
+        if error is not None:
+            phase = failed_phase(error)
+            if tb is not None:
+                traceback.clear_frames(tb)  # the failed forward's activations live here
+            release_memory()
+            if recovery.completion is not None:  # the others wait in the all-reduce
+                recovery.completion.complete(self._one_sample())
+        elif get_world_size() == 1:
             return False
-        if get_world_size() > 1 and not peer:
-            if self.agreed:  # the others are inside the gradient all-reduce: no way back
-                raise MemoryExhaustedError(
-                    f"rank {get_rank()}: out of memory at step {self.step} in the micro-step "
-                    "whose backward all-reduces gradients, which cannot be retried across "
-                    f"ranks; halve data.batch_size and double trainer.accumulate_grad_batches"
-                ) from error
-            max_across_ranks(1)  # meets the others' agreement: everyone retries
+        if get_world_size() > 1 and not max_across_ranks(int(error is not None)):
+            return False  # the step's agreement: nobody ran out of memory
         self.failed = True
-        if tb is not None:
-            traceback.clear_frames(tb)  # the failed forward's activations live in these frames
-        self.recovery.halve(self.step, self.micro_step, error)
-        release_memory()
+        if error is None:
+            recovery.halve(self.step, self.micro_step, "on another rank")
+            release_memory()
+        else:
+            recovery.halve(self.step, self.micro_step, phase)
         return True
+
+    def _one_sample(self) -> Batch | None:
+        """One sample of this step, for a zero-weight pass (None: the rank has none)."""
+        return split_into_pieces(self.micro_batches[0], 1)[0] if self.micro_batches else None
 
 
 def failed_phase(error: BaseException) -> str:
@@ -393,18 +377,21 @@ def failed_phase(error: BaseException) -> str:
     return "forward"
 
 
-def write_memory_report(report_dir: Path | None, failures: Sequence[dict[str, Any]]) -> str:
-    """Peak memory by phase of each failed attempt, CUDA's memory summary, ranked fixes.
+def write_memory_report(
+    report_dir: Path | None, failures: Sequence[dict[str, Any]], phases: Sequence[str] = ()
+) -> str:
+    """Each failed attempt, peak memory by phase, CUDA's memory summary, ranked fixes.
 
     Returns where the report went, for the error message.
     """
     lines = ["brickwork out-of-memory report", "", "attempts that ran out of memory:"]
     for row in failures:
-        peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f} MiB"
+        peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.2f} MiB"
         lines.append(
             f"  {row['where']} step {row['step']} micro-step {row['micro_step']}: "
-            f"batch {row['size']}, failed in {row['phase']}, peak allocated {peak}"
+            f"batch {row['size']}, failed in {row['phase']}, peak since the last error {peak}"
         )
+    lines += ["", "peak memory by phase, over the attempts after the first error:", *phases]
     lines += [
         "",
         "fixes, most effective first:",

@@ -197,3 +197,28 @@ def test_a_model_with_the_wrong_number_of_outputs_fails_preflight_with_its_fix()
     assert forward is not None and forward.status == "fail"
     assert "Target" in forward.message and "model.num_classes" in (forward.fix or "")
     assert report.find("verdict") is None  # no training steps on a broken step
+
+
+@pytest.mark.slow
+def test_batch_size_search_under_two_processes_runs_ddp_trials_agreed_by_both(
+    tmp_path: Path,
+) -> None:
+    # `trainer.devices=2` re-launches the doctor through torchrun: every trial is a real
+    # 2-process DDP run (steps, validation, a checkpoint), each rank measures its own
+    # peak, and both agree on each verdict. 512 per process does not fit in 2 MiB less
+    # 10% on the CPU's tensor profile; the overrides keep the effective batch of 512.
+    budget = 2 * 2**20
+    command = ["doctor", "--find-batch-size", "--memory-budget", "2MiB", "trainer.devices=2"]
+    result = run_cli([*command, "model.name=mlp", "data.batch_size=512"], timeout_s=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("largest batch that fits") == 1  # rank 0 alone prints
+    report = json.loads((tmp_path / "doctor.json").read_text())
+    found = next(c for c in report["checks"] if c["name"] == "batch_size")
+    trials, largest = found["data"]["trials"], found["data"]["largest"]
+    assert found["data"]["world_size"] == 2 and {t["world_size"] for t in trials} == {2}
+    assert "agreed by 2 processes" in found["message"]
+    assert all(t["peak_bytes"] <= budget * 0.9 for t in trials if t["fits"])
+    assert all(not t["fits"] for t in trials if t["batch_size"] > largest)
+    assert trials[0]["batch_size"] == 512 and not trials[0]["fits"]  # it found the edge
+    size, accumulate = (int(o.split("=")[1]) for o in found["data"]["overrides"])
+    assert size <= largest < 512 and size * accumulate == 512  # the same effective batch

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     path, overrides = split_config_and_overrides(args.args)
     if path is not None and not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass the path to a YAML file")
+    if (devices := _devices_to_launch(path, overrides)) > 1:
+        from brickwork.cli.launch import launch_processes
+
+        return launch_processes(devices, _argv(args))
     from brickwork.doctor import run_doctor
 
     report = run_doctor(
@@ -72,7 +76,32 @@ def run(args: argparse.Namespace) -> int:
         memory_budget_bytes=budget,
         margin=args.margin,
     )
-    print(report.format())
-    report.save(args.output)
-    print(f"report: {args.output}")
+    if report.main_process:  # under torchrun rank 0 alone prints and writes
+        print(report.format())
+        report.save(args.output)
+        print(f"report: {args.output}")
     return 0 if report.healthy else 1
+
+
+def _devices_to_launch(path: Path | None, overrides: list[str]) -> int:
+    """`trainer.devices=N` outside torchrun: the doctor re-runs itself as N ranks."""
+    from brickwork.cli.launch import should_launch
+    from brickwork.errors import BrickworkError
+    from brickwork.run import resolve_training
+
+    try:
+        trainer = resolve_training(path, overrides).config.trainer
+    except BrickworkError:
+        return 1  # the doctor reports the config's own mistake as its first check
+    return trainer.devices if should_launch(trainer) else 1
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The command line each launched rank runs: the same one, the output made absolute."""
+    argv = ["doctor", *args.args, "--margin", str(args.margin)]
+    argv += ["--output", str(args.output.resolve())]
+    if args.find_batch_size:
+        argv.append("--find-batch-size")
+    if args.memory_budget is not None:
+        argv += ["--memory-budget", args.memory_budget]
+    return argv

@@ -42,6 +42,7 @@ def run_doctor(
         >>> report.find("batch_size").data["overrides"]
     """
     from brickwork.components import resolve_device
+    from brickwork.distributed import distributed_session, is_main_process, rank_device
     from brickwork.doctor.environment import check_environment
     from brickwork.doctor.preflight import run_preflight
     from brickwork.rng import seed_everything
@@ -61,13 +62,18 @@ def run_doctor(
         )
         return report
     report.add("preflight", "config", "ok", f"config {config or 'digits default'} validates")
-    check_environment(report, resolved)
-    seed_everything(resolved.seed)
-    if not run_preflight(report, resolved, device):
-        return report
-    _run_probes(report, config, overrides, resolved, device, num_steps)
-    if find_batch_size:
-        _search_batch_size(report, config, overrides, resolved, device, memory_budget_bytes, margin)
+    # Under torchrun every rank runs the same checks; the real steps are DDP steps.
+    with distributed_session(resolved.trainer, device):
+        device, report.main_process = rank_device(device), is_main_process()
+        check_environment(report, resolved)
+        seed_everything(resolved.seed)
+        if not run_preflight(report, resolved, device):
+            return report
+        _run_probes(report, config, overrides, resolved, device, num_steps)
+        if find_batch_size:
+            _search_batch_size(
+                report, config, overrides, resolved, device, memory_budget_bytes, margin
+            )
     return report
 
 
@@ -128,10 +134,13 @@ def _search_batch_size(
 ) -> None:
     from brickwork.components import build_split_loader
     from brickwork.data import build_data
+    from brickwork.distributed import get_world_size, min_across_ranks
     from brickwork.doctor.batch_size import find_max_batch_size
 
     loader = build_split_loader(resolved, build_data(resolved), "train", train=True)
-    train_size = len(loader.sampler)  # type: ignore[arg-type]
+    # This rank's share of the training split; the smallest share, so all ranks search
+    # the same sizes (two shares of an odd split differ by one sample).
+    train_size = int(min_across_ranks(len(loader.sampler)))  # type: ignore[arg-type]
     search = find_max_batch_size(config, overrides, resolved, device, budget, margin, train_size)
     suggested = search.overrides(resolved)
     budget_text = f"{_size(search.budget_bytes)} less {search.margin:.0%}"
@@ -147,11 +156,13 @@ def _search_batch_size(
         )
         return
     capped = " (the whole training split)" if search.largest >= search.limit else ""
+    ranks = get_world_size()
+    per_process = f" per process, agreed by {ranks} processes" if ranks > 1 else ""
     report.add(
         "batch size",
         "batch_size",
         "ok",
-        f"largest batch that fits in {budget_text}: {search.largest}{capped}, in "
+        f"largest batch that fits in {budget_text}: {search.largest}{capped}{per_process}, in "
         f"{len(search.trials)} trial(s) of 2 real steps, validation and a checkpoint; "
         f"use: {' '.join(suggested)}",
         largest=search.largest,
@@ -159,6 +170,7 @@ def _search_batch_size(
         trials=search.trials,
         budget_bytes=search.budget_bytes,
         margin=search.margin,
+        world_size=ranks,
     )
 
 

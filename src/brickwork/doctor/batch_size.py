@@ -7,6 +7,12 @@ margin. The search doubles from the configured batch until a trial does not fit 
 the training split is exhausted), then bisects between the last fit and the first
 miss. The overrides printed keep the effective batch (micro-batch x accumulation), so
 the optimisation does not change, only its memory.
+
+Under several processes (`brickwork doctor --find-batch-size trainer.devices=2`, or
+torchrun) each trial is a real DDP run on every rank, with its gradient all-reduce; the
+budget is per process (per GPU), each rank measures its own peak, and the ranks agree
+on each verdict (a size fits when it fits on every rank), so all of them search the
+same sizes and report the same answer.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import torch
 
 from brickwork.config import Config
+from brickwork.distributed import get_world_size, max_across_ranks, min_across_ranks
 from brickwork.doctor.probe import run_probe
 from brickwork.errors import BrickworkError
 from brickwork.memory import release_memory
@@ -76,7 +83,12 @@ def find_max_batch_size(
 
     def fits(size: int) -> bool:
         trial = _trial(config_source, overrides, config, device, size)
-        trial["fits"] = trial["error"] is None and trial["peak_bytes"] <= allowed
+        fits_here = trial["error"] is None and trial["peak_bytes"] <= allowed
+        # Under several processes each rank measured its own share: a size fits when it
+        # fits on every rank, and the peak is the largest (CPU collectives, gloo).
+        trial["fits"] = bool(min_across_ranks(1.0 if fits_here else 0.0))
+        trial["peak_bytes"] = max_across_ranks(int(trial["peak_bytes"] or 0)) or None
+        trial["world_size"] = get_world_size()
         search.trials.append(trial)
         return bool(trial["fits"])
 

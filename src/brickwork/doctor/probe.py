@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from brickwork.config import Config
+from brickwork.memory_profile import CudaMemoryMeter, TensorMemoryMeter
 from brickwork.stop import StopKind
 
 # Settings that keep a probe to its few steps and out of the user's runs/ and loggers.
@@ -38,69 +36,6 @@ PROBE_OVERRIDES = (
     "checkpoint.every_n_steps=null",
     "checkpoint.every_n_minutes=null",
 )
-
-
-class TensorMemoryMeter(TorchDispatchMode):
-    """Bytes of tensor storage alive now, and the most alive at once since `reset_peak`.
-
-    A dispatch mode sees each operation's outputs; a weak reference per storage tells
-    when it was freed. Costs a Python call per operation: used for a few steps only.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._storages: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.live = 0
-        self.peak = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self.collect()
-        for value in tree_flatten(out)[0]:
-            if isinstance(value, torch.Tensor):
-                self._track(value)
-        self.peak = max(self.peak, self.live)
-        return out
-
-    def _track(self, tensor: torch.Tensor) -> None:
-        try:
-            storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
-            return
-        key, size = storage.data_ptr(), storage.nbytes()
-        if size and key not in self._storages:
-            self._storages[key] = (StorageWeakRef(storage), size)
-            self.live += size
-
-    def collect(self) -> None:
-        """Forget storages that were freed."""
-        dead = [key for key, (ref, _) in self._storages.items() if ref.expired()]
-        for key in dead:
-            self.live -= self._storages.pop(key)[1]
-
-    def current(self) -> int:
-        self.collect()
-        return self.live
-
-    def reset_peak(self) -> None:
-        self.peak = self.current()
-
-
-class CudaMemoryMeter:
-    """The same two figures from CUDA's caching allocator (every tensor on the device)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def current(self) -> int:
-        return int(torch.cuda.memory_allocated(self.device))
-
-    @property
-    def peak(self) -> int:
-        return int(torch.cuda.max_memory_allocated(self.device))
-
-    def reset_peak(self) -> None:
-        torch.cuda.reset_peak_memory_stats(self.device)
 
 
 @dataclass

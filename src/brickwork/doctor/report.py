@@ -39,6 +39,7 @@ class DoctorReport:
     """Every check of one `brickwork doctor` run, in the order they ran."""
 
     checks: list[Check] = field(default_factory=list)
+    main_process: bool = True  # under torchrun: whether this rank prints and writes it
 
     def add(
         self,
