@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 Batch = Any
+_NESTED = (torch.Tensor, Mapping, list, tuple)  # what a batch's size can be read from
 
 
 class ModelKwargs(dict[str, Any]):
@@ -63,7 +64,7 @@ def batch_size_of(batch: Batch) -> int:
     else:
         items = batch.values() if isinstance(batch, Mapping) else batch
     for item in items:
-        if isinstance(item, torch.Tensor | Mapping | list | tuple):
+        if isinstance(item, _NESTED):
             return batch_size_of(item)
     raise TypeError("cannot tell the batch size: the batch holds no tensor")
 

@@ -140,6 +140,7 @@ class _Training:
     recovery: OutOfMemoryRecovery
     checkpointer: ModelCheckpoint
     state: TrainState
+    world_size: int
 
 
 def _fit(
@@ -158,7 +159,7 @@ def _fit(
     if run.resume_from is not None:
         _load_resume_state(state, run.resume_from, run, config, device)
     _announce_start(config, run, state, device)
-    signals, world_size = SignalStop(trainer.stop_signals), get_world_size()
+    signals, world_size = SignalStop(trainer.stop_signals), built.world_size
     skip_nonfinite, batches_per_epoch = trainer.on_nonfinite == "skip", parts.batches_per_epoch
     started, stop, metrics = time.perf_counter(), Stop(StopKind.FAILED), {}
 
@@ -215,7 +216,7 @@ def _fit(
                     # Under DDP ranks agree on logging steps and at max_steps only: a plain
                     # step waits for no other rank, and every rank stops after the same step.
                     agreed = logging_step or world_size == 1 or state.step == trainer.max_steps
-                    if agreed:
+                    if agreed and world_size > 1:  # one process has nothing to agree on
                         state.stop = agree_stop(state.stop)  # collective: all stop together
                     built.checkpointer.after_step(state)
                     if agreed and state.should_stop:
@@ -258,7 +259,7 @@ def _forward_backward(
     device, non_blocking = parts.device, parts.train_loader.pin_memory
     # Samples in the step over all ranks: known from the sampler, no collective.
     step_samples = parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
-    world_size = get_world_size()
+    world_size = built.world_size
     # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
     output: dict[str, torch.Tensor] | None
     loss: torch.Tensor | None
@@ -464,6 +465,7 @@ def _build_training(
         recovery=recovery,
         checkpointer=checkpointer,
         state=state,
+        world_size=get_world_size(),
     )
 
 
