@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from brickwork.batch import batch_size_of, move_to_device
-from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit
+from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit, hook_methods
 from brickwork.checkpoint import MODEL_FILE, load_checkpoint, load_tensors
 from brickwork.compilation import compile_model, explain_compile_error, is_compile_error
 from brickwork.components import (
@@ -161,6 +161,7 @@ def _fit(
     _announce_start(config, run, state, device)
     signals, world_size = SignalStop(trainer.stop_signals), built.world_size
     skip_nonfinite, batches_per_epoch = trainer.on_nonfinite == "skip", parts.batches_per_epoch
+    on_step_end = hook_methods(callbacks, "on_step_end")  # every step: looked up once
     started, stop, metrics = time.perf_counter(), Stop(StopKind.FAILED), {}
 
     with signals.installed():  # the previous handlers come back whatever happens
@@ -208,7 +209,8 @@ def _fit(
 
                     logging_step = state.step % trainer.log_every_n_steps == 0
                     logs = _log_step(built) if logging_step else {}  # a sync (collective)
-                    emit(callbacks, "on_step_end", state, logs)
+                    for hook in on_step_end:  # emit(callbacks, "on_step_end", state, logs)
+                        hook(state, logs)
                     if trainer.max_steps is not None and state.step >= trainer.max_steps:
                         state.request_stop(StopKind.MAX_STEPS, f"step {trainer.max_steps}")
                     if (preempted := signals.stop()) is not None:
