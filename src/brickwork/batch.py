@@ -59,6 +59,7 @@ def batch_size_of(batch: Batch) -> int:
     """Samples in a batch: the leading dimension of its first tensor."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
+    items: Any
     if isinstance(batch, tuple | list):  # checked before Mapping: cheaper than an ABC check
         items = batch
     else:
