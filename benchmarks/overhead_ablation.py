@@ -20,9 +20,9 @@ across rounds before reading anything into a few percent.
 
 counts instead of timing, which no other job on the machine can disturb: the Python
 bytecode instructions each step executes (`sys.settrace` opcode events) in the plain
-loop and in `fit`, steps 2-39 of each epoch (no epoch-boundary work), and where fit's
-extra ones run, function by function. The extra opcodes times the plain loop's time per
-opcode estimates the extra time per step.
+loop and in `fit`, over all steps of each epoch but its first and last (no epoch-boundary
+work), and where fit's extra ones run, function by function. It counts Python work only:
+tensor operations brickwork adds (a few per step) cost time the count does not show.
 """
 
 from __future__ import annotations
