@@ -46,6 +46,7 @@ SEED = 0
 LR = 3e-3
 # What step stamps read: wall time by default, or this process's CPU time (`--clock cpu`).
 CLOCK = [time.perf_counter]
+THREADS = [0]  # intra-op threads for every run (`--threads`); 0: torch's default
 # How brickwork's config names each model.
 MODEL_OVERRIDES = {"cnn": [], "tiny": ["model={name: mlp, hidden_sizes: [], dropout: 0}"]}
 
@@ -182,6 +183,8 @@ def run_loop(
     name: str, model: str, batch_size: int, epochs: int, folder: Path
 ) -> tuple[list[float], float] | None:
     """One run of the loop `name`: step timestamps and wall time (None: not installed)."""
+    if THREADS[0] > 0:  # again before each run: Lightning may set its own count
+        torch.set_num_threads(THREADS[0])
     if name == "plain":
         return plain_run(batch_size, epochs, model)
     if name == "brickwork":
@@ -203,6 +206,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: default")
     args = parser.parse_args()
+    THREADS[0] = args.threads
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.clock == "cpu":
