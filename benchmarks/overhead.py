@@ -15,13 +15,19 @@ Reported per model and batch size: the median time per optimizer step, the time 
 loop adds per step over the plain one, and the whole-run wall time, as ratios to the
 plain loop (1.00 = no overhead).
 
-    python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--cases cnn:32 cnn:128 tiny:32]
+    python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--cases cnn:32 cnn:128 tiny:32] \
+        [--clock wall|cpu] [--threads N]
+
+On a machine shared with other jobs, wall-clock step times mostly measure who else ran:
+`--clock cpu --threads 1` times each step by this process's CPU time instead (all its
+threads: TensorBoard's writer included), which leaves out the time it sat descheduled.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -38,6 +44,9 @@ from brickwork.models.basic import MLP, SmallCNN
 
 SEED = 0
 LR = 3e-3
+# What step stamps read: wall time by default, or this process's CPU time (`--clock cpu`).
+CLOCK = [time.perf_counter]
+THREADS = [0]  # intra-op threads for every run (`--threads`); 0: torch's default
 # How brickwork's config names each model.
 MODEL_OVERRIDES = {"cnn": [], "tiny": ["model={name: mlp, hidden_sizes: [], dropout: 0}"]}
 
@@ -57,7 +66,7 @@ def brickwork_run(
 
     class StepClock:
         def on_step_end(self, state: Any, logs: dict[str, float]) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append(CLOCK[0]())
 
     overrides = [
         f"seed={SEED}",
@@ -98,7 +107,7 @@ def plain_run(batch_size: int, epochs: int, model_name: str = "cnn") -> tuple[li
             loss.backward()
             optimizer.step()
             running += loss.detach()
-            stamps.append(time.perf_counter())
+            stamps.append(CLOCK[0]())
         model.eval()
         correct = total = 0
         with torch.no_grad():
@@ -140,7 +149,7 @@ def lightning_run(
             self.log("val/acc", (logits.argmax(1) == batch[1]).float().mean())
 
         def on_train_batch_end(self, *args: Any) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append(CLOCK[0]())
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=0.01)
@@ -174,6 +183,8 @@ def run_loop(
     name: str, model: str, batch_size: int, epochs: int, folder: Path
 ) -> tuple[list[float], float] | None:
     """One run of the loop `name`: step timestamps and wall time (None: not installed)."""
+    if THREADS[0] > 0:  # again before each run: Lightning may set its own count
+        torch.set_num_threads(THREADS[0])
     if name == "plain":
         return plain_run(batch_size, epochs, model)
     if name == "brickwork":
@@ -186,7 +197,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", nargs="+", default=["cnn:32", "cnn:128", "tiny:32"])
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="step times from the wall clock, or from the process's CPU time (steadier on a "
+        "shared machine: time spent descheduled is not counted; use with --threads 1)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: default")
     args = parser.parse_args()
+    THREADS[0] = args.threads
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        CLOCK[0] = time.process_time
+    print(
+        f"clock {args.clock}, threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for case in args.cases:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 Batch = Any
+_NESTED = (torch.Tensor, Mapping, list, tuple)  # what a batch's size can be read from
 
 
 class ModelKwargs(dict[str, Any]):
@@ -45,6 +46,8 @@ def logits_of(output: Any) -> torch.Tensor:
 
 def split_batch(batch: Batch) -> tuple[Any, Any]:
     """`(inputs, targets)` from a tuple/list batch or a dict with `input` and `target`."""
+    if isinstance(batch, tuple | list):  # checked first: cheaper than the abstract classes
+        return batch[0], (batch[1] if len(batch) > 1 else None)
     if isinstance(batch, Mapping):
         return batch["input"], batch.get("target")
     if isinstance(batch, Sequence) and not isinstance(batch, torch.Tensor):
@@ -56,9 +59,13 @@ def batch_size_of(batch: Batch) -> int:
     """Samples in a batch: the leading dimension of its first tensor."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
-    items = batch.values() if isinstance(batch, Mapping) else batch
+    items: Any
+    if isinstance(batch, tuple | list):  # checked before Mapping: cheaper than an ABC check
+        items = batch
+    else:
+        items = batch.values() if isinstance(batch, Mapping) else batch
     for item in items:
-        if isinstance(item, torch.Tensor | Mapping | list | tuple):
+        if isinstance(item, _NESTED):
             return batch_size_of(item)
     raise TypeError("cannot tell the batch size: the batch holds no tensor")
 
@@ -74,11 +81,11 @@ def move_to_device(
         if channels_last and batch.dim() == 4:
             return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, list | tuple):  # checked before Mapping: cheaper than an ABC check
+        return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
     if isinstance(batch, Mapping):
         moved = {
             k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()
         }
         return ModelKwargs(moved) if isinstance(batch, ModelKwargs) else moved
-    if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
     return batch

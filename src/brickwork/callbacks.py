@@ -65,6 +65,14 @@ def emit(callbacks: list[Any], hook: str, *args: Any) -> None:
             method(*args)
 
 
+def hook_methods(callbacks: list[Any], hook: str) -> list[Callable[..., Any]]:
+    """The bound `hook` of every callback that defines it, in list order.
+
+    For a hook the loop calls every step: looked up once, not once per step and callback.
+    """
+    return [method for c in callbacks if (method := getattr(c, hook, None)) is not None]
+
+
 def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
     """Whether `value` beats `best` by more than `min_delta` in the direction of `mode`."""
     if math.isnan(value):

@@ -188,8 +188,10 @@ def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[A
 
     Looks through a `torch.compile` wrapper to the DDP module inside it.
     """
+    if sync:  # most micro-steps: no attribute lookup (a failed one on a Module raises)
+        return contextlib.nullcontext()
     inner = getattr(model, "_orig_mod", model)
-    if sync or not isinstance(inner, nn.parallel.DistributedDataParallel):
+    if not isinstance(inner, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return inner.no_sync()
 

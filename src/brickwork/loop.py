@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from brickwork.batch import batch_size_of, move_to_device
-from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit
+from brickwork.callbacks import EarlyStopping, ModelCheckpoint, emit, hook_methods
 from brickwork.checkpoint import MODEL_FILE, load_checkpoint, load_tensors
 from brickwork.compilation import compile_model, explain_compile_error, is_compile_error
 from brickwork.components import (
@@ -141,6 +141,7 @@ class _Training:
     recovery: OutOfMemoryRecovery
     checkpointer: ModelCheckpoint
     state: TrainState
+    world_size: int
 
 
 def _fit(
@@ -159,13 +160,10 @@ def _fit(
     if run.resume_from is not None:
         _load_resume_state(state, run.resume_from, run, config, device)
     _announce_start(config, run, state, device)
-    non_blocking, signals = parts.train_loader.pin_memory, SignalStop(trainer.stop_signals)
-    world_size, skip_nonfinite = get_world_size(), trainer.on_nonfinite == "skip"
+    signals, world_size = SignalStop(trainer.stop_signals), built.world_size
+    skip_nonfinite, batches_per_epoch = trainer.on_nonfinite == "skip", parts.batches_per_epoch
+    on_step_end = hook_methods(callbacks, "on_step_end")  # every step: looked up once
     started, stop, metrics = time.perf_counter(), Stop(StopKind.FAILED), {}
-    # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
-    output: dict[str, torch.Tensor] | None
-    loss: torch.Tensor | None
-    scaled: torch.Tensor | None
 
     with signals.installed():  # the previous handlers come back whatever happens
         try:
@@ -185,55 +183,19 @@ def _fit(
 
                 spare: Any = None  # this rank's latest batch, for a step where it holds none
                 for micro_batches in _steps(parts, trainer.accumulate_grad_batches, state):
-                    # Global micro-batches in this step, and samples in them over all ranks:
-                    # known from the sampler, no collective. The epoch's last step may be short.
+                    # Global micro-batches in this step: the epoch's last step may be short.
                     blocks = min(
-                        trainer.accumulate_grad_batches,
-                        parts.batches_per_epoch - state.batch_in_epoch,
+                        trainer.accumulate_grad_batches, batches_per_epoch - state.batch_in_epoch
                     )
-                    step_samples = parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
-                    # Out of memory: free, halve the micro-batch, retry the step on the same
-                    # samples with twice the micro-steps (brickwork.memory; same math).
-                    for attempt in built.recovery.attempts(micro_batches, state.step):
-                        output = loss = scaled = None  # a failed attempt's graph goes first
-                        with attempt:
-                            optimizer.zero_grad(set_to_none=True)
-                            losses: list[tuple[torch.Tensor, int]] = []
-                            built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
-                            pieces = attempt.micro_batches
-                            for index, batch in enumerate(pieces):
-                                attempt.before_micro_step(index)  # injected faults; DDP watch
-                                batch = move_to_device(
-                                    batch, device, non_blocking, trainer.channels_last
-                                )
-                                num_samples = batch_size_of(batch)
-                                # DDP all-reduces gradients in backward: on the last only.
-                                with no_sync(model, sync=index == len(pieces) - 1):
-                                    with built.autocast:
-                                        output = parts.compute_loss(model, batch)
-                                    loss = output["loss"]
-                                    # Weighted by this rank's share of the step's samples over
-                                    # all ranks, times the ranks DDP divides by: the gradient
-                                    # is the global mean. An equal share needs no multiply.
-                                    share = num_samples * world_size / step_samples
-                                    scaled = loss if share == 1 else loss * share
-                                    (scaler.scale(scaled) if scaler else scaled).backward()
-                                losses.append((loss.detach(), num_samples))
-                            if not micro_batches:  # no sample here: join DDP's all-reduce
-                                spare = join_gradient_sync(
-                                    model, parts, spare, device, built.autocast
-                                )
-                    spare = micro_batches[-1] if micro_batches else spare
+                    # Forward and backward over the micro-batches (out of memory: retried).
+                    losses, spare = _forward_backward(built, micro_batches, blocks, spare)
 
                     if skip_nonfinite and not built.nonfinite.all_finite(losses):  # a sync
                         built.nonfinite.handle(state, micro_batches)  # raises past the limit
                         state.batch_in_epoch += blocks  # skipped: no update
                         continue
                     built.nonfinite.record(state, losses)  # on the device: read by `check`
-                    for loss, num_samples in losses:  # on device: no sync
-                        weighted = loss.float() * num_samples
-                        state.interval_loss.add_sum(weighted, num_samples)
-                        state.epoch_loss.add_sum(weighted, num_samples)
+                    _add_losses(state, losses)  # on the device: no sync
 
                     if trainer.gradient_clip_val is not None:
                         if scaler is not None:
@@ -251,16 +213,10 @@ def _fit(
                     state.step += 1
                     state.batch_in_epoch += blocks
 
-                    logs: dict[str, float] = {}
                     logging_step = state.step % trainer.log_every_n_steps == 0
-                    if logging_step:
-                        built.nonfinite.check(state)  # reads the kept flags: a sync (collective)
-                        # A device sync, and under DDP a collective: the mean over all ranks.
-                        train_loss = mean_across_ranks(*state.interval_loss.totals())
-                        logs = {"train/loss": train_loss, "lr": _lr(optimizer)}
-                        state.interval_loss.reset()
-                        _log_metrics(loggers, logs, state)
-                    emit(callbacks, "on_step_end", state, logs)
+                    logs = _log_step(built) if logging_step else {}  # a sync (collective)
+                    for hook in on_step_end:  # emit(callbacks, "on_step_end", state, logs)
+                        hook(state, logs)
                     if trainer.max_steps is not None and state.step >= trainer.max_steps:
                         state.request_stop(StopKind.MAX_STEPS, f"step {trainer.max_steps}")
                     if (preempted := signals.stop()) is not None:
@@ -268,14 +224,14 @@ def _fit(
                     # Under DDP ranks agree on logging steps and at max_steps only: a plain
                     # step waits for no other rank, and every rank stops after the same step.
                     agreed = logging_step or world_size == 1 or state.step == trainer.max_steps
-                    if agreed:
+                    if agreed and world_size > 1:  # one process has nothing to agree on
                         state.stop = agree_stop(state.stop)  # collective: all stop together
                     built.checkpointer.after_step(state)
                     if agreed and state.should_stop:
                         break
 
                 built.nonfinite.check(state)  # a device sync (and a collective)
-                epoch_complete = state.batch_in_epoch >= parts.batches_per_epoch
+                epoch_complete = state.batch_in_epoch >= batches_per_epoch
                 reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
                 if not (epoch_complete or reached_max_steps):
                     break  # stopped mid-epoch (a signal): no epoch-end work; resume picks up here
@@ -292,6 +248,77 @@ def _fit(
         finally:
             summary = _finish(config, run, built, stop, metrics, started)
     return summary
+
+
+def _forward_backward(
+    built: _Training, micro_batches: list[Any], blocks: int, spare: Any
+) -> tuple[list[tuple[torch.Tensor, int]], Any]:
+    """Forward and backward over one step's micro-batches: each loss (detached) with its
+    number of samples, and this rank's latest batch (the next `spare`).
+
+    Each micro-step's loss is weighted by this rank's share of the step's samples over all
+    ranks, times the ranks DDP divides by, so the gradient is the global mean. Out of
+    memory frees the attempt, halves the micro-batch and retries the step on the same
+    samples with twice the micro-steps (brickwork.memory; same math). A rank holding no
+    sample in the step joins DDP's all-reduce with `spare`, a batch it trained on before.
+    """
+    parts, model, scaler, state = built.parts, built.model, built.scaler, built.state
+    trainer = parts.config.trainer
+    device, non_blocking = parts.device, parts.train_loader.pin_memory
+    # Samples in the step over all ranks: known from the sampler, no collective.
+    step_samples = parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
+    world_size = built.world_size
+    # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
+    output: dict[str, torch.Tensor] | None
+    loss: torch.Tensor | None
+    scaled: torch.Tensor | None
+    losses: list[tuple[torch.Tensor, int]] = []
+    for attempt in built.recovery.attempts(micro_batches, state.step):
+        output = loss = scaled = None  # a failed attempt's graph goes first
+        with attempt:
+            built.optimizer.zero_grad(set_to_none=True)
+            losses = []
+            built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
+            pieces = attempt.micro_batches
+            for index, batch in enumerate(pieces):
+                attempt.before_micro_step(index)  # injected faults; DDP watch
+                batch = move_to_device(batch, device, non_blocking, trainer.channels_last)
+                num_samples = batch_size_of(batch)
+                # DDP all-reduces gradients in backward: on the last only.
+                with no_sync(model, sync=index == len(pieces) - 1):
+                    with built.autocast:
+                        output = parts.compute_loss(model, batch)
+                    loss = output["loss"]
+                    share = num_samples * world_size / step_samples  # 1: no multiply
+                    scaled = loss if share == 1 else loss * share
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                losses.append((loss.detach(), num_samples))
+            if not micro_batches:  # no sample here: join DDP's all-reduce (inside the
+                # attempt: the out-of-memory agreement comes after it on every rank)
+                spare = join_gradient_sync(model, parts, spare, device, built.autocast)
+    return losses, micro_batches[-1] if micro_batches else spare
+
+
+def _add_losses(state: TrainState, losses: list[tuple[torch.Tensor, int]]) -> None:
+    """Add the step's losses to the interval and epoch means: tensor ops on the device."""
+    for loss, num_samples in losses:
+        weighted = loss.float() * num_samples
+        state.interval_loss.add_sum(weighted, num_samples)
+        state.epoch_loss.add_sum(weighted, num_samples)
+
+
+def _log_step(built: _Training) -> dict[str, float]:
+    """A logging step: the non-finite check, the interval's mean loss and the learning rate.
+
+    Both reads are device syncs and, under DDP, collectives at the same line on every rank.
+    """
+    state = built.state
+    built.nonfinite.check(state)  # reads the kept flags: a sync (collective)
+    train_loss = mean_across_ranks(*state.interval_loss.totals())  # the mean over all ranks
+    logs = {"train/loss": train_loss, "lr": _lr(built.optimizer)}
+    state.interval_loss.reset()
+    _log_metrics(built.loggers, logs, state)
+    return logs
 
 
 def _end_epoch(built: _Training, config: Config, epoch_complete: bool) -> dict[str, float]:
@@ -454,6 +481,7 @@ def _build_training(
         recovery=recovery,
         checkpointer=checkpointer,
         state=state,
+        world_size=get_world_size(),
     )
 
 

@@ -1,9 +1,10 @@
 """`trainer.compile`: a compiled run trains, resumes exactly, keeps clean keys and exports.
 
-The resume test compiles with `aot_eager` (dynamo's graph capture and AOT autograd,
-without inductor's C++ build: seconds, not a minute per run); the failure test goes
-through inductor and this machine's C++ toolchain. `data.drop_last` keeps one batch
-shape, so each run compiles its graphs once. benchmarks/compile.py trains with inductor.
+The resume test trains with the real default backend, inductor, through this machine's
+C++ compiler: the suite's one real compile (about 20 s). Its three runs share one
+inductor cache folder, so the first compiles the graphs and the other two load them;
+`data.drop_last` keeps one batch shape, so nothing recompiles. The failure test goes
+through inductor with a compiler that does not exist, which fails at once.
 """
 
 from __future__ import annotations
@@ -19,21 +20,28 @@ from tests.resume import StopAtStep, assert_same_state, final_state
 
 pytestmark = pytest.mark.slow
 
-COMPILED = [
+INDUCTOR = [
     *FAST_MLP,
     "model.hidden_sizes=[32]",
     "model.dropout=0",
     "data.drop_last=true",
-    "trainer.compile={backend: aot_eager}",
+    "trainer.compile=true",  # inductor, the default backend
 ]
-INDUCTOR = [*COMPILED[:-1], "trainer.compile=true"]
 
 
-def test_a_compiled_run_resumes_exactly_with_clean_keys_and_exports(tmp_path: Path) -> None:
-    straight = fit(None, overrides=COMPILED, run_dir=tmp_path / "straight")
+def test_an_inductor_compiled_run_resumes_exactly_with_clean_keys_and_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    counters.clear()
+    straight = fit(None, overrides=INDUCTOR, run_dir=tmp_path / "straight")
     assert straight["status"] == "completed"
-    fit(None, overrides=COMPILED, run_dir=tmp_path / "resumed", callbacks=[StopAtStep(7)])
-    fit(None, overrides=COMPILED, resume=tmp_path / "resumed")
+    # Inductor built the graphs, forward and backward (a silent fall-back to eager builds none).
+    assert counters["inductor"]["fxgraph_cache_miss"] >= 2, dict(counters["inductor"])
+    fit(None, overrides=INDUCTOR, run_dir=tmp_path / "resumed", callbacks=[StopAtStep(7)])
+    fit(None, overrides=INDUCTOR, resume=tmp_path / "resumed")
     expected, actual = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
     assert_same_state(expected, actual)
     assert not [key for key in expected["model"] if "_orig_mod" in key or "module." in key]
