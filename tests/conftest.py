@@ -23,6 +23,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The suite runs on two workers (one per core of the 2-core budget machine), and many tests
+# start subprocesses or torchrun ranks beside them: one compute thread per process keeps
+# torch's thread pools from spinning against each other on the shared cores. Set before
+# torch is imported, so it holds here and in every subprocess.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Tools that cache in the home folder (matplotlib's fonts, via torchmetrics; Hugging Face)
 # cache in one scratch folder per test session instead.
 _SCRATCH = tempfile.mkdtemp(prefix="brickwork-tests-")
