@@ -194,6 +194,52 @@ def build_image_bundle(
     return bundle, eval_tf
 
 
+def has_image_facts(fitted: dict[str, Any] | None) -> bool:
+    """A run's `data.json` holds what an image bundle needs without its training images
+    (written by every run since the normalisation was recorded)."""
+    return bool(
+        fitted and fitted.get("label_names") and fitted.get("input_shape") and "normalize" in fitted
+    )
+
+
+def build_fitted_image_bundle(
+    fitted: dict[str, Any],
+    splits: dict[str, list[Item]],
+    options: ImageOptions,
+    load_unlabeled: Callable[[Path], tuple[Dataset[Any], list[str]]] | None,
+) -> tuple[DataBundle, Callable[[torch.Tensor], torch.Tensor]]:
+    """The bundle of a finished run, from its `data.json`: the training images are not read.
+
+    Only the splits given explicitly (an evaluate on `data.test_root`, say) are present;
+    the normalisation is the one fitted in training.
+    """
+    mean, std = fitted["normalize"]["mean"], fitted["normalize"]["std"]
+    eval_specs = (
+        options.eval_transforms
+        if options.eval_transforms is not None
+        else default_eval_transforms(options.image_size)
+    )
+    eval_tf = compose(build_transform(eval_specs, "eval_transforms"), mean, std)
+    input_shape = tuple(int(n) for n in fitted["input_shape"])
+
+    def images(name: str) -> ImageFiles:
+        return ImageFiles(splits.get(name, []), eval_tf, options.mode, options.draft_size)
+
+    bundle = DataBundle(
+        train=images("train"),
+        val=images("val"),
+        test=images("test") if splits.get("test") else None,
+        num_classes=len(fitted["label_names"]),
+        input_shape=input_shape,
+        label_names=list(fitted["label_names"]),
+        load_unlabeled=load_unlabeled,
+        denormalize=denormalizer(mean, std),
+        extra={"normalize": {"mean": mean, "std": std}},
+        example=(torch.zeros(input_shape),),
+    )
+    return bundle, eval_tf
+
+
 def unlabeled_images(
     path: Path,
     transform: Callable[[torch.Tensor], torch.Tensor],
