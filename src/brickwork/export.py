@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from brickwork.errors import ConfigError
@@ -125,7 +126,10 @@ def _to_safetensors(model: nn.Module, example: torch.Tensor, path: Path, run: Pa
     from brickwork.checkpoint import load_tensors, unshare_tensors
 
     save_file(unshare_tensors(model.state_dict()), str(path), metadata={"format": "pt"})
-    shutil.copyfile(run / "config.yaml", path.with_name("config.yaml"))
+    from brickwork.run import read_run_config  # in today's meaning, whatever its format
+
+    text = yaml.safe_dump(read_run_config(run), sort_keys=False)
+    path.with_name("config.yaml").write_text(text, encoding="utf-8")
     reloaded = copy.deepcopy(model)
     reloaded.load_state_dict(load_tensors(path, example.device))
     return reloaded(example)

@@ -25,14 +25,13 @@ from torch.utils.data import DataLoader
 from brickwork.batch import call_model, logits_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
-from brickwork.config import load_config
 from brickwork.data.bundle import read_data_facts
 from brickwork.errors import CheckpointError, ConfigError, DataError
 from brickwork.files import refuse_to_replace
 from brickwork.loop import evaluate_loader
 from brickwork.models.anatomy import unwrap_model
 from brickwork.models.huggingface import use_run_model_files
-from brickwork.run import run_dir_of
+from brickwork.run import load_run_config, run_dir_of
 
 # Keys that change how a trained model is used, not what it is.
 INFERENCE_KEYS = ("data.", "trainer.device=")
@@ -57,7 +56,7 @@ def load_trained(
             "pass a run folder such as runs/<name>/<id>"
         )
     _check_inference_overrides(overrides)
-    config = load_config(run_dir / "config.yaml", overrides)
+    config = load_run_config(run_dir, overrides)
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
     use_run_model_files(config.model, run_dir)  # hf/: the run's copy of config, tokenizer
     location = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir
