@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from brickwork.files import write_atomically
+from brickwork.files import naming_file, write_atomically
 from brickwork.heartbeat import HEARTBEAT_FILE, Heartbeat
 from brickwork.models.anatomy import unwrap_model
 from brickwork.run_format import run_format_of, upgrade_metrics_lines
@@ -100,8 +100,11 @@ class MetricsFile:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         row = {"step": step, "epoch": epoch, **_finite_or_none(metrics)}
-        self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
-        self._handle.flush()
+        try:
+            self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
+            self._handle.flush()
+        except OSError as error:  # a full disk: the message names this file
+            raise naming_file(error, self.path) from None
         self._num_bytes = self._handle.tell()
 
     def log_artifact(self, path: Path) -> None:

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     _log_warnings_to_stderr()
     from brickwork.errors import BrickworkError
 
@@ -74,6 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"brickwork {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, taking `key=value` overrides after options too (`predict RUN --input X
+    --output Y data.on_bad_image=skip`), which argparse alone leaves unrecognised."""
+    args, rest = parser.parse_known_args(argv)
+    overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+    dest = next((d for d in ("overrides", "args") if isinstance(getattr(args, d, None), list)), "")
+    if rest and (overrides != rest or not dest):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if overrides:
+        setattr(args, dest, [*getattr(args, dest), *overrides])
+    return args
 
 
 def _log_warnings_to_stderr() -> None:

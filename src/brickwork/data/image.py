@@ -245,18 +245,49 @@ def unlabeled_images(
     transform: Callable[[torch.Tensor], torch.Tensor],
     mode: str,
     draft_size: int | None = None,
+    skip_bad: bool = False,
 ) -> tuple[Dataset[Any], list[str]]:
-    """A single image, or every image under a folder (recursively), for `predict`."""
+    """A single image, or every image under a folder (recursively), for `predict`.
+
+    `skip_bad` (`data.on_bad_image: skip`) leaves out files that cannot be decoded.
+    """
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFiles([path], transform, mode, draft_size), [path.name]
-    if not path.is_dir():
+        files, names = [path], [path.name]
+    elif not path.is_dir():
         raise DataError(f"{path}: expected an image file or a folder of images")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    names = [str(p.relative_to(path)) for p in files]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        names = [str(p.relative_to(path)) for p in files]
+    if skip_bad:
+        files, names = keep_decodable(files, names, mode, path)
     return ImageFiles(files, transform, mode, draft_size), names
+
+
+def keep_decodable(
+    files: list[Path], names: list[str], mode: str, source: Path
+) -> tuple[list[Path], list[str]]:
+    """The inputs whose files decode, with their names; the others counted in a warning."""
+    kept = [(f, n) for f, n in zip(files, names, strict=True) if _decodes(f, mode)]
+    if len(kept) < len(files):
+        log.warning(
+            "%s: skipped %d input image(s) that cannot be decoded (data.on_bad_image: skip)",
+            source,
+            len(files) - len(kept),
+        )
+    if not kept:
+        raise DataError(f"{source}: no input image can be decoded; check the files")
+    return [f for f, _ in kept], [n for _, n in kept]
+
+
+def _decodes(path: Path, mode: str) -> bool:
+    try:
+        decode_image(path, mode)
+    except DataError:
+        return False
+    return True
 
 
 def _channel_stats(

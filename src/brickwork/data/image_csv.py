@@ -32,6 +32,7 @@ from brickwork.data.image import (
     build_fitted_image_bundle,
     build_image_bundle,
     has_image_facts,
+    keep_decodable,
     unlabeled_images,
 )
 from brickwork.data.split import assemble_splits
@@ -81,11 +82,14 @@ def build_image_csv(
         return check_files_exist(items, path, on_bad_image == "skip")
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
+        skip = options.on_bad_image == "skip"
         if Path(path).suffix.lower() != ".csv":
-            return unlabeled_images(path, eval_transform, options.mode, options.draft_size)
+            return unlabeled_images(path, eval_transform, options.mode, options.draft_size, skip)
         rows = read_csv_columns(Path(path), [path_column], "--input")
         files = [_resolve_input(base, row[path_column], Path(path)) for row in rows]
         names = [row[path_column] for row in rows]
+        if skip:
+            files, names = keep_decodable(files, names, options.mode, Path(path))
         return ImageFiles(files, eval_transform, options.mode, options.draft_size), names
 
     if fitted is not None and from_run:

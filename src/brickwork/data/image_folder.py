@@ -62,7 +62,8 @@ def build_image_folder(
     options.check()
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
-        return unlabeled_images(path, eval_transform, options.mode, options.draft_size)
+        skip = options.on_bad_image == "skip"
+        return unlabeled_images(path, eval_transform, options.mode, options.draft_size, skip)
 
     if fitted is not None and has_image_facts(fitted):
         given = {"val": val_root, "test": test_root}
