@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 EXIT_USER_ERROR = 2
 
@@ -92,7 +93,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 def _log_warnings_to_stderr() -> None:
     log = logging.getLogger("brickwork")
     if not any(getattr(h, "_brickwork_console", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setLevel(logging.INFO)
         # Warnings, plus the few facts a user must see (`extra={"console": True}`).
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or getattr(r, "console", False))
@@ -100,6 +101,19 @@ def _log_warnings_to_stderr() -> None:
         handler._brickwork_console = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes, not the one at creation:
+    `main` called in-process again (tests, notebooks) must not write to a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class _ConsoleFormatter(logging.Formatter):
