@@ -126,7 +126,7 @@ def resolve_training(
 def _validated(config: Config | str | Path | None, overrides: Sequence[str]) -> Config:
     if isinstance(config, Config):
         return load_config(config.to_dict(), overrides) if overrides else config
-    if config is not None and _is_run_config(Path(config)):
+    if isinstance(config, str | Path) and _is_run_config(Path(config)):
         return load_run_config(Path(config).parent, overrides)
     return load_config(config, overrides)
 
