@@ -71,12 +71,19 @@ class Components:
 
 
 def build_components(
-    config: Config, device: torch.device, compute_loss: ComputeLoss | None = None
+    config: Config,
+    device: torch.device,
+    compute_loss: ComputeLoss | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> Components:
-    """Data, loaders, model (on `device`), loss and metrics for `config`."""
+    """Data, loaders, model (on `device`), loss and metrics for `config`.
+
+    `fitted` (a finished run's `data.json`) rebuilds the data without the training set,
+    where the dataset can (`brickwork.data.build_data`): predict and export.
+    """
     from brickwork.metrics import build_metrics
 
-    data = build_data(config)
+    data = build_data(config, fitted)
     model = build_model(config.model, data, config.finetune.lora).to(device)
     loss_fn = build_loss(
         config.loss.name,

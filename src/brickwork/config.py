@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -145,9 +145,10 @@ class CallbackConfig(Component):
 
 
 class UnfreezeStage(_Section):
-    """Make the parameters matching `modules` trainable when epoch `at_epoch` starts."""
+    """Make the parameters matching `modules` trainable when epoch `at_epoch` starts
+    (counted from 1, as on the console: `at_epoch: 3` trains them from the third epoch)."""
 
-    at_epoch: NonNegativeInt
+    at_epoch: PositiveInt
     modules: list[str] = Field(min_length=1)
 
 
@@ -428,9 +429,12 @@ def load_config(
     path: str | Path | dict[str, Any] | None = None,
     overrides: Sequence[str] = (),
     check_components: bool = True,
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Config:
     """Read (a YAML path, a plain dict, or None for the digits default), apply
     `key=value` overrides, validate. Raises ConfigError with a one-line, fix-it message.
+    `upgrade` rewrites what was read before the overrides (an older run folder's
+    config in today's meaning, `brickwork.run_format`).
 
     Example:
         >>> cfg = load_config(None, ["trainer.max_epochs=3", "optimizer.lr=0.01"])
@@ -441,6 +445,8 @@ def load_config(
     else:
         source = Path(path) if path is not None else DEFAULT_CONFIG
         raw = read_config(source)
+    if upgrade is not None:
+        raw = upgrade(raw)
     # Component swaps (`model.name=mlp`) first, so they drop the old component's
     # arguments without dropping arguments given for the new one.
     for override in sorted(overrides, key=lambda o: not _is_component_swap(o)):

@@ -128,7 +128,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if best:
         table.add_row(
             f"best {summary.get('monitor')}",
-            f"{best['value']:.4f} (step {best['step']}, epoch {best['epoch'] + 1})",
+            f"{best['value']:.4f} (step {best['step']}, epoch {best['epoch']})",
         )
     for key, value in summary.get("final", {}).items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))

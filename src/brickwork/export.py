@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from brickwork.batch import logits_of
@@ -96,8 +97,21 @@ def _export(
     return {"path": str(path), "format": format, "checkpoint": str(folder), "max_abs_diff": gap}
 
 
+def _example_sample(parts: Any) -> Any:
+    """A validation sample, or the data's placeholder when the run was rebuilt from
+    `data.json` without its data (the shape is what tracing needs)."""
+    if len(parts.data.val):
+        return parts.data.val[0]
+    if parts.data.example is None:
+        raise ConfigError(
+            "export: the dataset gives no example input without its data; keep the "
+            "training data where the run's config points"
+        )
+    return parts.data.example
+
+
 def _example_input(parts: Any) -> torch.Tensor:
-    sample = parts.data.val[0]
+    sample = _example_sample(parts)
     inputs = sample[0] if isinstance(sample, tuple | list) else sample
     if not isinstance(inputs, torch.Tensor):
         raise ConfigError(
@@ -114,7 +128,10 @@ def _to_safetensors(model: nn.Module, example: torch.Tensor, path: Path, run: Pa
     from brickwork.checkpoint import load_tensors, unshare_tensors
 
     save_file(unshare_tensors(model.state_dict()), str(path), metadata={"format": "pt"})
-    shutil.copyfile(run / "config.yaml", path.with_name("config.yaml"))
+    from brickwork.run import read_run_config  # in today's meaning, whatever its format
+
+    text = yaml.safe_dump(read_run_config(run), sort_keys=False)
+    path.with_name("config.yaml").write_text(text, encoding="utf-8")
     reloaded = copy.deepcopy(model)
     reloaded.load_state_dict(load_tensors(path, example.device))
     return reloaded(example)
@@ -212,7 +229,7 @@ def _example_batch(parts: Any) -> dict[str, torch.Tensor]:
     from brickwork.batch import move_to_device, split_batch
 
     dataset = parts.data.val
-    samples = [dataset[i] for i in range(min(4, len(dataset)))]
+    samples = [dataset[i] for i in range(min(4, len(dataset)))] or [_example_sample(parts)]
     inputs, _ = split_batch((parts.data.collate_fn or default_collate)(samples))
     if isinstance(inputs, torch.Tensor):  # images: the Auto image classes take pixel_values
         inputs = {"pixel_values": inputs}

@@ -24,9 +24,21 @@ def write_atomically(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise naming_file(error, path) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def naming_file(error: OSError, path: Path) -> OSError:
+    """`error` with `path` as its file name: a failed `write()` (a full disk) carries none,
+    and the one-line message a user reads must say which file could not be written."""
+    temporary = f".{path.name}.tmp-{os.getpid()}"  # write_atomically's: name the real file
+    if error.filename is not None and Path(error.filename).name != temporary:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def fsync_file(path: Path) -> None:

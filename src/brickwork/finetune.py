@@ -167,7 +167,8 @@ class Finetune:
 
     def on_epoch_start(self, state: TrainState) -> None:
         for index, stage in enumerate(self.finetune.unfreeze):
-            if stage.at_epoch <= state.epoch and index not in self.applied:
+            # `at_epoch: N` is the N-th epoch; `state.epoch` counts the ones done, from 0.
+            if stage.at_epoch <= state.epoch + 1 and index not in self.applied:
                 self.unfreeze(index)
         if self.finetune.frozen_bn_eval:
             set_frozen_batchnorm_eval(self.model)  # after the loop's model.train()

@@ -25,22 +25,30 @@ from torch.utils.data import DataLoader
 from brickwork.batch import call_model, logits_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
-from brickwork.config import load_config
+from brickwork.data.bundle import read_data_facts
 from brickwork.errors import CheckpointError, ConfigError, DataError
 from brickwork.files import refuse_to_replace
 from brickwork.loop import evaluate_loader
 from brickwork.models.anatomy import unwrap_model
 from brickwork.models.huggingface import use_run_model_files
-from brickwork.run import run_dir_of
+from brickwork.run import load_run_config, run_dir_of
 
 # Keys that change how a trained model is used, not what it is.
 INFERENCE_KEYS = ("data.", "trainer.device=")
 
 
 def load_trained(
-    run_dir: Path, checkpoint: str = "best", overrides: Sequence[str] = ()
+    run_dir: Path,
+    checkpoint: str = "best",
+    overrides: Sequence[str] = (),
+    without_training_data: bool = True,
 ) -> tuple[Components, Path]:
-    """The run's components with the chosen checkpoint's weights loaded."""
+    """The run's components with the chosen checkpoint's weights loaded.
+
+    `without_training_data`: the data come from the run's `data.json` (labels, fitted
+    preprocessing, vocabulary), so the run folder works where its training data are
+    not; datasets that cannot (a user's without a `fitted` argument) read their data.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(
@@ -48,14 +56,17 @@ def load_trained(
             "pass a run folder such as runs/<name>/<id>"
         )
     _check_inference_overrides(overrides)
-    config = load_config(run_dir / "config.yaml", overrides)
+    config = load_run_config(run_dir, overrides)
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
     use_run_model_files(config.model, run_dir)  # hf/: the run's copy of config, tokenizer
     location = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
     verify_checkpoint(folder)
     device = resolve_device(config.trainer.device)
-    parts = build_components(config, device)
+    fitted = read_data_facts(run_dir / "data.json") if without_training_data else None
+    if fitted is not None and _needs_class_counts(config) and not fitted.get("class_counts"):
+        fitted = None  # a run from before data.json kept them: its balanced loss needs the data
+    parts = build_components(config, device, fitted=fitted)
     weights = load_tensors(folder / MODEL_FILE, device)
     try:
         unwrap_model(parts.model).load_state_dict(weights)
@@ -67,6 +78,10 @@ def load_trained(
         ) from None
     parts.model.eval()
     return parts, folder
+
+
+def _needs_class_counts(config: Any) -> bool:
+    return bool(config.loss.kwargs.get("class_weights") == "balanced")
 
 
 def _check_inference_overrides(overrides: Sequence[str]) -> None:
@@ -133,7 +148,10 @@ def _evaluate(
 ) -> dict[str, Any]:
     from brickwork.metrics import build_confusion_matrix
 
-    parts, folder = load_trained(run_dir, checkpoint, overrides)
+    # The run's own split needs its data; a split given as a file (data.test_csv=...)
+    # needs only the run folder.
+    explicit = any(o.startswith((f"data.{split}_csv=", f"data.{split}_root=")) for o in overrides)
+    parts, folder = load_trained(run_dir, checkpoint, overrides, without_training_data=explicit)
     loader = build_split_loader(parts.config, parts.data, split)
     metrics = evaluate_loader(
         parts.model, loader, parts.compute_loss, parts.metrics, parts.device, split

@@ -6,7 +6,8 @@ keeping, the run is over. The loop calls them at its own lines, on rank 0 only:
 
     logger.start(step)                  before the first step; drop anything past `step`
     logger.log_config(config)           the resolved config, as plain data
-    logger.log_metrics(metrics, step, epoch)   each logging step and each epoch end
+    logger.log_metrics(metrics, step, epoch)   each logging step and each epoch end;
+                                        `epoch` counts from 1: the step's epoch is the N-th
     logger.log_artifact(path)           e.g. the best checkpoint, `summary.json`
     logger.close(summary)               always, also after an error
 
@@ -36,9 +37,11 @@ import torch
 from torch import nn
 
 from brickwork.batch import call_model, logits_of
-from brickwork.files import write_atomically
+from brickwork.files import naming_file, write_atomically
 from brickwork.heartbeat import HEARTBEAT_FILE, Heartbeat
 from brickwork.models.anatomy import unwrap_model
+from brickwork.run_format import run_format_of, upgrade_metrics_lines
+from brickwork.version import RUN_FORMAT_VERSION
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -77,6 +80,9 @@ class MetricsFile:
         self.path = path
         self._handle: Any = None
         self._num_bytes: int | None = None  # the file's length at the last write or resume
+        # The format of the rows already in the file (read before this run rewrites
+        # summary.json); a checkpoint's own record, if it has one, wins (load_state_dict).
+        self._format = run_format_of(path.parent)
 
     def start(self, step: int) -> None:
         if step > 0 and self.path.exists():
@@ -84,6 +90,9 @@ class MetricsFile:
                 _truncate_to(self.path, self._num_bytes)
             else:  # a checkpoint from before the byte count was saved
                 _truncate_after_step(self.path, step)
+            if self._format < RUN_FORMAT_VERSION:  # an older run folder: one convention
+                text = self.path.read_text(encoding="utf-8")
+                write_atomically(self.path, upgrade_metrics_lines(text, self._format))
         self._handle = self.path.open("ab")
         self._num_bytes = self._handle.tell()
 
@@ -92,8 +101,11 @@ class MetricsFile:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, epoch: int) -> None:
         row = {"step": step, "epoch": epoch, **_finite_or_none(metrics)}
-        self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
-        self._handle.flush()
+        try:
+            self._handle.write((json.dumps(row) + "\n").encode("utf-8"))
+            self._handle.flush()
+        except OSError as error:  # a full disk: the message names this file
+            raise naming_file(error, self.path) from None
         self._num_bytes = self._handle.tell()
 
     def log_artifact(self, path: Path) -> None:
@@ -106,10 +118,12 @@ class MetricsFile:
             self._handle = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"num_bytes": self._num_bytes}
+        return {"num_bytes": self._num_bytes, "format_version": RUN_FORMAT_VERSION}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._num_bytes = state.get("num_bytes")
+        if "num_bytes" in state:  # the byte count is of a file in the checkpoint's format
+            self._format = int(state.get("format_version", 1))
 
 
 class TensorBoardLogger:

@@ -80,7 +80,7 @@ from brickwork.run import (
 )
 from brickwork.state import TrainState
 from brickwork.stop import SignalStop, Stop, StopKind, agree_stop
-from brickwork.version import __version__
+from brickwork.version import RUN_FORMAT_VERSION, __version__
 
 log = logging.getLogger("brickwork")
 
@@ -502,6 +502,7 @@ def _announce_start(config: Config, run: Run, state: TrainState, device: torch.d
             "status": "running",
             "run_dir": str(run.directory),
             "working_folder": str(Path.cwd()),  # relative data paths start here
+            "format_version": RUN_FORMAT_VERSION,
             "num_steps": state.step,
             "world_size": world_size,
         },
@@ -562,8 +563,9 @@ def _start_loggers(loggers: list[Logger], step: int, config: Config) -> None:
 
 
 def _log_metrics(loggers: list[Logger], metrics: dict[str, float], state: TrainState) -> None:
+    epoch = state.epoch_of_step + 1  # what users read counts epochs from 1 (the N-th epoch)
     for logger in loggers:
-        logger.log_metrics(metrics, state.step, state.epoch_of_step)
+        logger.log_metrics(metrics, state.step, epoch)
 
 
 def _steps(parts: Components, size: int, state: TrainState) -> Iterator[list[Any]]:
@@ -679,7 +681,7 @@ def _load_resume_state(
             f"({first_line[:200]}); resume with the run's own config"
         ) from None
     record_config_changes(run, config)
-    log.info("resumed from %s at step %d, epoch %d", checkpoint, state.step, state.epoch)
+    log.info("resumed from %s at step %d, epoch %d", checkpoint, state.step, state.epoch + 1)
 
 
 def _versions() -> dict[str, str]:
@@ -709,14 +711,20 @@ def _summarize(
         "working_folder": str(Path.cwd()),
         "monitor": config.checkpoint.monitor,
         "mode": config.checkpoint.mode,
-        "best": checkpointer.best,
+        "best": _counted_from_one(checkpointer.best),
         "final": dict(metrics),
         "num_steps": state.step,
         "num_epochs": state.epoch,
         "world_size": get_world_size(),
         "wall_s": round(time.perf_counter() - started, 3),
         "versions": _versions(),
+        "format_version": RUN_FORMAT_VERSION,
     }
+
+
+def _counted_from_one(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best checkpoint as `summary.json` reports it: its epoch counted from 1."""
+    return None if best is None else {**best, "epoch": best["epoch"] + 1}
 
 
 def _test_best(

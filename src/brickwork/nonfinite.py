@@ -157,14 +157,14 @@ class NonFiniteGuard:
         self._report(
             {
                 "step": bad.step,
-                "epoch": bad.epoch,
+                "epoch": bad.epoch + 1,  # counted from 1, as everything a user reads
                 "sample_indices": indices,
                 "source": culprit,
                 "skipped": False,
             }
         )
         raise NonFiniteError(
-            f"non-finite loss at step {bad.step} (epoch {bad.epoch}): {culprit}; "
+            f"non-finite loss at step {bad.step} (epoch {bad.epoch + 1}): {culprit}; "
             f"the batch's {len(indices)} sample indices are in {self.report_file}; {weights}; "
             "lower optimizer.lr, set trainer.gradient_clip_val, check those samples, "
             "or set trainer.on_nonfinite=skip"
@@ -208,7 +208,7 @@ class NonFiniteGuard:
         self._report(
             {
                 "step": step,
-                "epoch": state.epoch,
+                "epoch": state.epoch + 1,
                 "sample_indices": indices,
                 "source": culprit,
                 "skipped": skipping,
@@ -233,7 +233,7 @@ class NonFiniteGuard:
             else ""
         )
         raise NonFiniteError(
-            f"non-finite loss at step {step} (epoch {state.epoch}): {limit}{culprit}; "
+            f"non-finite loss at step {step} (epoch {state.epoch + 1}): {limit}{culprit}; "
             f"the batch's {len(indices)} sample indices are in {self.report_file}; "
             "lower optimizer.lr, set trainer.gradient_clip_val, check those samples, "
             "or set trainer.on_nonfinite=skip"

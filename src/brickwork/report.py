@@ -219,8 +219,7 @@ def _run_sections(writer: ReportWriter, row: RunRow, prefix: str) -> None:
     except BrickworkError as error:
         section.parts.append(f"<p class=note>not evaluated: {html.escape(str(error))}</p>")
     writer.sections.append(section)
-    summary = _read_text(row.path / "summary.json")
-    config = _read_text(row.path / "config.yaml")
+    summary, config = _run_files_today(row.path)
     details = Section(f"{prefix}summary and config")
     details.parts.append(_summary_table(row))
     details.parts.append(
@@ -230,6 +229,28 @@ def _run_sections(writer: ReportWriter, row: RunRow, prefix: str) -> None:
         f"<details><summary>config.yaml</summary><pre>{html.escape(config)}</pre></details>"
     )
     writer.sections.append(details)
+
+
+def _run_files_today(run_dir: Path) -> tuple[str, str]:
+    """`summary.json` and `config.yaml` as written, or in today's format for an older run
+    folder (epochs counted from 1), so a report never shows two conventions side by side."""
+    import yaml
+
+    from brickwork.run_format import run_format_of, upgrade_config, upgrade_summary
+    from brickwork.version import RUN_FORMAT_VERSION
+
+    summary = _read_text(run_dir / "summary.json")
+    config = _read_text(run_dir / "config.yaml")
+    version = run_format_of(run_dir)
+    if version >= RUN_FORMAT_VERSION:
+        return summary, config
+    try:
+        summary = json.dumps(upgrade_summary(json.loads(summary)), indent=2)
+        raw = yaml.safe_load(config)
+        config = yaml.safe_dump(upgrade_config(raw, version), sort_keys=False)
+    except (ValueError, yaml.YAMLError, AttributeError):
+        pass  # unreadable: shown as it is
+    return summary, config
 
 
 def _test_split(writer: ReportWriter, section: Section, row: RunRow) -> None:

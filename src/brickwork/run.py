@@ -33,7 +33,9 @@ from brickwork.config import Config, load_config
 from brickwork.distributed import broadcast_object, get_world_size, is_distributed, is_main_process
 from brickwork.errors import BrickworkError, CheckpointError, ConfigError
 from brickwork.files import write_atomically
+from brickwork.run_format import run_format_of, upgrade_config
 from brickwork.stop import FINISHED_STATUSES
+from brickwork.version import RUN_FORMAT_VERSION
 
 log = logging.getLogger("brickwork")
 
@@ -47,6 +49,7 @@ class Run:
     config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     created: bool = False  # made by this call: removed again if setup fails before step 1
     started: bool = False  # the loop began: from here on the folder records the attempt
+    format_version: int = RUN_FORMAT_VERSION  # of the files already in the folder
     _handler: logging.Handler | None = field(default=None, repr=False)
 
     @property
@@ -123,7 +126,14 @@ def resolve_training(
 def _validated(config: Config | str | Path | None, overrides: Sequence[str]) -> Config:
     if isinstance(config, Config):
         return load_config(config.to_dict(), overrides) if overrides else config
+    if isinstance(config, str | Path) and _is_run_config(Path(config)):
+        return load_run_config(Path(config).parent, overrides)
     return load_config(config, overrides)
+
+
+def _is_run_config(path: Path) -> bool:
+    """A run folder's own `config.yaml` (read in today's meaning whatever its format)."""
+    return path.name == "config.yaml" and (path.parent / "summary.json").is_file()
 
 
 def _find_auto_resume(name: str) -> Path | None:
@@ -197,7 +207,12 @@ def open_run(
                 f"--resume {directory}: the new config changes the math of the run: {shown}; "
                 "drop those overrides to continue it, start a new run, or pass --resume-force"
             )
-        run = Run(directory=directory, resume_from=resume_from, config_changes=changes)
+        run = Run(
+            directory=directory,
+            resume_from=resume_from,
+            config_changes=changes,
+            format_version=run_format_of(directory),
+        )
         run._handler = _attach_log_file(directory / "train.log")
         return run
     try:
@@ -295,12 +310,31 @@ def _saved_world_size(directory: Path) -> int:
 
 def read_run_config(directory: Path) -> dict[str, Any]:
     """A run's saved config, with today's defaults filled in for keys it predates."""
-    return load_config(directory / "config.yaml", check_components=False).to_dict()
+    return load_run_config(directory, check_components=False).to_dict()
+
+
+def load_run_config(
+    directory: Path, overrides: Sequence[str] = (), check_components: bool = True
+) -> Config:
+    """A run folder's `config.yaml` in today's meaning, whatever format wrote it."""
+    version = run_format_of(directory)
+    return load_config(
+        Path(directory) / "config.yaml",
+        overrides,
+        check_components,
+        upgrade=lambda raw: upgrade_config(raw, version),
+    )
 
 
 def record_config_changes(run: Run, config: Config) -> None:
-    """After a resume loaded: keep the old `config.yaml` beside the new one, log the changes."""
+    """After a resume loaded: keep the old `config.yaml` beside the new one, log the changes.
+
+    A folder of an older format gets its `config.yaml` in today's meaning (right before
+    `summary.json` records today's format), so the two never disagree for long.
+    """
     if not run.config_changes:
+        if run.format_version < RUN_FORMAT_VERSION:
+            write_atomically(run.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False))
         return
     backup = run.directory / f"config.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
     if not backup.exists():

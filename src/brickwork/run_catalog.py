@@ -26,6 +26,7 @@ import yaml
 
 from brickwork.errors import ConfigError
 from brickwork.heartbeat import liveness
+from brickwork.run_format import run_format_of, upgrade_config
 
 MAX_DEPTH = 5  # runs/<study>/<trial>/... : deep enough for studies, cheap on big trees
 
@@ -103,7 +104,7 @@ def read_runs(root: Path, now: float | None = None) -> list[RunRow]:
 def read_run(path: Path, now: float | None = None) -> RunRow:
     """What one run folder says about itself."""
     summary = _read_json(path / "summary.json")
-    config = _read_yaml(path / "config.yaml")
+    config = upgrade_config(_read_yaml(path / "config.yaml"), run_format_of(path))
     status = str(summary.get("status") or "running")
     if status == "running":
         status = liveness(path, now)

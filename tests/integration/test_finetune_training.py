@@ -15,8 +15,8 @@ from tests.resume import StopAtStep
 FINETUNE = [
     "trainer.max_epochs=3",
     "finetune.freeze=backbone",
-    "finetune.unfreeze=[{at_epoch: 1, modules: ['features.4', 'features.5']},"
-    " {at_epoch: 2, modules: ['features.*']}]",
+    "finetune.unfreeze=[{at_epoch: 2, modules: ['features.4', 'features.5']},"
+    " {at_epoch: 3, modules: ['features.*']}]",
     "finetune.lr_mult={backbone: 0.1}",
     "checkpoint.keep_k=5",
 ]

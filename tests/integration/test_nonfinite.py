@@ -75,7 +75,7 @@ def test_a_bad_step_found_at_a_logging_step_without_an_earlier_checkpoint_says_s
     with pytest.raises(NonFiniteError) as error:
         fit(overrides=fast_overrides, run_dir=tmp_path / "run", callbacks=[PoisonAfterStep(1, 99)])
     message = str(error.value)
-    assert "non-finite loss at step 2 (epoch 0)" in message
+    assert "non-finite loss at step 2 (epoch 1)" in message
     assert "no checkpoint was taken before it, so the weights stay non-finite" in message
     rows = [json.loads(r) for r in (tmp_path / "run" / "nonfinite.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [2] and len(rows[0]["sample_indices"]) == 64

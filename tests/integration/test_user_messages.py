@@ -50,7 +50,7 @@ def test_pretrained_loading_and_unfreezing_are_shown_on_the_console() -> None:
             "trainer.max_steps=22",
             "model.pretrained=source/checkpoints/last",
             "finetune.freeze=backbone",
-            "finetune.unfreeze=[{at_epoch: 1, modules: [features.*]}]",
+            "finetune.unfreeze=[{at_epoch: 2, modules: [features.*]}]",
         ]
     )
     assert result.returncode == 0, result.stderr

@@ -133,3 +133,33 @@ def test_find_head_the_timm_way_and_by_common_names() -> None:
     assert find_head(timm.create_model("test_efficientnet", num_classes=2)) == ["classifier"]
     assert find_head(models.resnet18()) == ["fc"]
     assert find_head(models.mobilenet_v3_small()) == ["classifier"]
+
+
+def test_torchvision_hub_weights_adapt_their_first_conv_to_greyscale_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`pretrained: true` offline: torchvision's own loader finds weights the test wrote
+    into `$TORCH_HOME/hub/checkpoints/` under the file name it expects (it checks a hash
+    only when downloading), and the RGB first convolution is summed for one channel."""
+    from torchvision import models
+
+    url = models.get_model_weights("mobilenet_v3_small").DEFAULT.url
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(3)
+    hub = models.mobilenet_v3_small(weights=None).state_dict()  # 1000 classes, as on the hub
+    torch.save(hub, cache / Path(url).name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    grey = DataBundle(train=[], val=[], num_classes=2, input_shape=(1, 64, 64))
+    with caplog.at_level(logging.INFO, logger="brickwork"):
+        model = build_model(
+            ModelConfig(name="torchvision/mobilenet_v3_small", pretrained=True), grey
+        )
+    first = model.features[0][0]  # type: ignore[index]
+    assert first.in_channels == 1
+    assert torch.allclose(first.weight, hub["features.0.0.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(
+        model.state_dict()["features.1.block.0.0.weight"], hub["features.1.block.0.0.weight"]
+    )
+    assert "features.0.0.weight adapted from 3 (RGB) input channels" in caplog.text
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 2)

@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 EXIT_USER_ERROR = 2
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     _log_warnings_to_stderr()
     from brickwork.errors import BrickworkError
 
@@ -76,10 +77,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, taking `key=value` overrides after options too (`predict RUN --input X
+    --output Y data.on_bad_image=skip`), which argparse alone leaves unrecognised."""
+    args, rest = parser.parse_known_args(argv)
+    overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+    dest = next((d for d in ("overrides", "args") if isinstance(getattr(args, d, None), list)), "")
+    if rest and (overrides != rest or not dest):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if overrides:
+        setattr(args, dest, [*getattr(args, dest), *overrides])
+    return args
+
+
 def _log_warnings_to_stderr() -> None:
     log = logging.getLogger("brickwork")
     if not any(getattr(h, "_brickwork_console", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setLevel(logging.INFO)
         # Warnings, plus the few facts a user must see (`extra={"console": True}`).
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or getattr(r, "console", False))
@@ -87,6 +101,19 @@ def _log_warnings_to_stderr() -> None:
         handler._brickwork_console = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes, not the one at creation:
+    `main` called in-process again (tests, notebooks) must not write to a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class _ConsoleFormatter(logging.Formatter):

@@ -203,23 +203,100 @@ def build_image_bundle(
     return bundle, eval_tf
 
 
+def has_image_facts(fitted: dict[str, Any] | None) -> bool:
+    """A run's `data.json` holds what an image bundle needs without its training images
+    (written by every run since the normalisation was recorded)."""
+    return bool(
+        fitted and fitted.get("label_names") and fitted.get("input_shape") and "normalize" in fitted
+    )
+
+
+def build_fitted_image_bundle(
+    fitted: dict[str, Any],
+    splits: dict[str, list[Item]],
+    options: ImageOptions,
+    load_unlabeled: Callable[[Path], tuple[Dataset[Any], list[str]]] | None,
+) -> tuple[DataBundle, Callable[[torch.Tensor], torch.Tensor]]:
+    """The bundle of a finished run, from its `data.json`: the training images are not read.
+
+    Only the splits given explicitly (an evaluate on `data.test_root`, say) are present;
+    the normalisation is the one fitted in training.
+    """
+    mean, std = fitted["normalize"]["mean"], fitted["normalize"]["std"]
+    eval_specs = (
+        options.eval_transforms
+        if options.eval_transforms is not None
+        else default_eval_transforms(options.image_size)
+    )
+    eval_tf = compose(build_transform(eval_specs, "eval_transforms"), mean, std)
+    input_shape = tuple(int(n) for n in fitted["input_shape"])
+
+    def images(name: str) -> ImageFiles:
+        return ImageFiles(splits.get(name, []), eval_tf, options.mode, options.draft_size)
+
+    bundle = DataBundle(
+        train=images("train"),
+        val=images("val"),
+        test=images("test") if splits.get("test") else None,
+        num_classes=len(fitted["label_names"]),
+        input_shape=input_shape,
+        label_names=list(fitted["label_names"]),
+        load_unlabeled=load_unlabeled,
+        denormalize=denormalizer(mean, std),
+        extra={"normalize": {"mean": mean, "std": std}},
+        example=(torch.zeros(input_shape),),
+    )
+    return bundle, eval_tf
+
+
 def unlabeled_images(
     path: Path,
     transform: Callable[[torch.Tensor], torch.Tensor],
     mode: str,
     draft_size: int | None = None,
+    skip_bad: bool = False,
 ) -> tuple[Dataset[Any], list[str]]:
-    """A single image, or every image under a folder (recursively), for `predict`."""
+    """A single image, or every image under a folder (recursively), for `predict`.
+
+    `skip_bad` (`data.on_bad_image: skip`) leaves out files that cannot be decoded.
+    """
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFiles([path], transform, mode, draft_size), [path.name]
-    if not path.is_dir():
+        files, names = [path], [path.name]
+    elif not path.is_dir():
         raise DataError(f"{path}: expected an image file or a folder of images")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    names = [str(p.relative_to(path)) for p in files]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        names = [str(p.relative_to(path)) for p in files]
+    if skip_bad:
+        files, names = keep_decodable(files, names, mode, path)
     return ImageFiles(files, transform, mode, draft_size), names
+
+
+def keep_decodable(
+    files: list[Path], names: list[str], mode: str, source: Path
+) -> tuple[list[Path], list[str]]:
+    """The inputs whose files decode, with their names; the others counted in a warning."""
+    kept = [(f, n) for f, n in zip(files, names, strict=True) if _decodes(f, mode)]
+    if len(kept) < len(files):
+        log.warning(
+            "%s: skipped %d input image(s) that cannot be decoded (data.on_bad_image: skip)",
+            source,
+            len(files) - len(kept),
+        )
+    if not kept:
+        raise DataError(f"{source}: no input image can be decoded; check the files")
+    return [f for f, _ in kept], [n for _, n in kept]
+
+
+def _decodes(path: Path, mode: str) -> bool:
+    try:
+        decode_image(path, mode)
+    except DataError:
+        return False
+    return True
 
 
 def _channel_stats(

@@ -29,7 +29,10 @@ from brickwork.data.image import (
     ImageFiles,
     ImageOptions,
     Item,
+    build_fitted_image_bundle,
     build_image_bundle,
+    has_image_facts,
+    keep_decodable,
     unlabeled_images,
 )
 from brickwork.data.split import assemble_splits
@@ -58,39 +61,53 @@ def build_image_csv(
     on_bad_image: str = "error",
     seed: int = 42,
     model_name: str | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> DataBundle:
     """Splits from CSV files of (path, label) rows.
 
-    `model_name` is filled from `model.name`, for `normalize: model`.
+    `model_name` is filled from `model.name`, for `normalize: model`. `fitted` is filled
+    by brickwork from a finished run's `data.json` (predict, export): then `csv` is not
+    read, and only `val_csv`/`test_csv`, if given, are.
     """
     options = ImageOptions(
         image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image, model_name
     )
     options.check()
     base = Path(root) if root is not None else Path(csv).parent
-    if root is not None and not base.is_dir():
+    from_run = fitted is not None and has_image_facts(fitted)
+    if root is not None and not base.is_dir() and not from_run:
         raise DataError(f"data.root = '{root}': no such folder; the CSV's paths are relative to it")
-    rows = read_csv_columns(Path(csv), [path_column, label_column], "csv")
-    label_names = sorted_labels([row[label_column] for row in rows])
 
     def read_file(split: str, path: Path) -> list[Item]:
         other = read_csv_columns(path, [path_column, label_column], f"{split}_csv")
         items = _items(other, base, label_names, path, path_column, label_column)
         return check_files_exist(items, path, on_bad_image == "skip")
 
+    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
+        skip = options.on_bad_image == "skip"
+        if Path(path).suffix.lower() != ".csv":
+            return unlabeled_images(path, eval_transform, options.mode, options.draft_size, skip)
+        rows = read_csv_columns(Path(path), [path_column], "--input")
+        files = [_resolve_input(base, row[path_column], Path(path)) for row in rows]
+        names = [row[path_column] for row in rows]
+        if skip:
+            files, names = keep_decodable(files, names, options.mode, Path(path))
+        return ImageFiles(files, eval_transform, options.mode, options.draft_size), names
+
+    if fitted is not None and from_run:
+        label_names = list(fitted["label_names"])
+        given = {"val": val_csv, "test": test_csv}
+        explicit = {s: read_file(s, Path(p)) for s, p in given.items() if p is not None}
+        bundle, eval_transform = build_fitted_image_bundle(
+            fitted, explicit, options, load_unlabeled
+        )
+        return bundle
+    rows = read_csv_columns(Path(csv), [path_column, label_column], "csv")
+    label_names = sorted_labels([row[label_column] for row in rows])
     train = _items(rows, base, label_names, Path(csv), path_column, label_column)
     train = check_files_exist(train, Path(csv), on_bad_image == "skip")
     sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
     splits = assemble_splits(train, sources, seed, read_file)
-
-    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
-        if Path(path).suffix.lower() != ".csv":
-            return unlabeled_images(path, eval_transform, options.mode, options.draft_size)
-        rows = read_csv_columns(Path(path), [path_column], "--input")
-        files = [_resolve(base, row[path_column], Path(path)) for row in rows]
-        names = [row[path_column] for row in rows]
-        return ImageFiles(files, eval_transform, options.mode, options.draft_size), names
-
     bundle, eval_transform = build_image_bundle(splits, label_names, options, load_unlabeled, seed)
     return bundle
 
@@ -181,6 +198,14 @@ def check_files_exist(items: list[Item], csv_path: Path, skip: bool) -> list[Ite
 def _resolve(base: Path, value: str, csv_path: Path) -> Path:
     path = Path(value)
     return path if path.is_absolute() else base / path
+
+
+def _resolve_input(base: Path, value: str, csv_path: Path) -> Path:
+    """A path in `predict`'s input CSV: under data.root (or the training CSV's folder) as
+    in training, else beside the input CSV (a run used where its training data are not)."""
+    trained = _resolve(base, value, csv_path)
+    beside = _resolve(csv_path.parent, value, csv_path)
+    return beside if not trained.is_file() and beside.is_file() else trained
 
 
 def _is_int(value: str) -> bool:

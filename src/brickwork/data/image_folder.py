@@ -24,7 +24,9 @@ from brickwork.data.image import (
     IMAGE_SUFFIXES,
     ImageOptions,
     Item,
+    build_fitted_image_bundle,
     build_image_bundle,
+    has_image_facts,
     stratified_split,
     unlabeled_images,
 )
@@ -48,15 +50,34 @@ def build_image_folder(
     on_bad_image: str = "error",
     seed: int = 42,
     model_name: str | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> DataBundle:
     """Train/val/test splits of class folders, decoded and transformed on access.
 
-    `model_name` is filled from `model.name`, for `normalize: model`.
+    `model_name` is filled from `model.name`, for `normalize: model`. `fitted` is filled
+    by brickwork from a finished run's `data.json` (predict, export): then `root` is not
+    read, and only `val_root`/`test_root`, if given, are scanned.
     """
     options = ImageOptions(
         image_size, mode, train_transforms, eval_transforms, normalize, on_bad_image, model_name
     )
     options.check()
+
+    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
+        skip = options.on_bad_image == "skip"
+        return unlabeled_images(path, eval_transform, options.mode, options.draft_size, skip)
+
+    if fitted is not None and has_image_facts(fitted):
+        given = {"val": val_root, "test": test_root}
+        explicit = {
+            split: scan_class_folders(Path(root_of), fitted["label_names"], f"{split}_root")
+            for split, root_of in given.items()
+            if root_of is not None
+        }
+        bundle, eval_transform = build_fitted_image_bundle(
+            fitted, explicit, options, load_unlabeled
+        )
+        return bundle
     label_names = class_folders(Path(root), "root")
     train = scan_class_folders(Path(root), label_names, "root")
     splits: dict[str, list[Item]] = {}
@@ -69,10 +90,6 @@ def build_image_folder(
     else:
         train, splits["val"] = stratified_split(train, val_fraction, seed, "val")
     splits["train"] = train
-
-    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
-        return unlabeled_images(path, eval_transform, options.mode, options.draft_size)
-
     bundle, eval_transform = build_image_bundle(splits, label_names, options, load_unlabeled, seed)
     return bundle
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,8 +62,17 @@ def build_tabular_csv(
     na_values: list[str] | None = None,
     id_column: str | None = None,
     seed: int = 42,
+    fitted: dict[str, Any] | None = None,
 ) -> DataBundle:
-    """Standardised numeric and one-hot categorical features; splits fitted on train only."""
+    """Standardised numeric and one-hot categorical features; splits fitted on train only.
+
+    `fitted` is filled by brickwork from a finished run's `data.json` (predict, export):
+    then `csv` is not read, and the scaling and categories are those of training.
+    """
+    if fitted is not None and fitted.get("label_names") and "fitted" in fitted:
+        encoder = TabularEncoder.from_state_dict(fitted["fitted"])
+        given = {"val": val_csv, "test": test_csv}
+        return _fitted_tabular_bundle(fitted, encoder, given, target, na_values or [], id_column)
     rows = read_csv_columns(Path(csv), [target, *(features or [])], "csv")
     rows = _mark_missing(_numbered(rows), na_values or [])
     columns = features or [c for c in rows[0] if c not in (target, _LINE)]
@@ -88,13 +98,7 @@ def build_tabular_csv(
         y = torch.tensor([label for _, label in splits[split]], dtype=torch.long)
         return TensorDataset(encoder.encode(part, path), y)
 
-    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
-        wanted = [*columns, *([id_column] if id_column else [])]
-        read = read_csv_columns(Path(path), wanted, "--input")
-        new_rows = _mark_missing(_numbered(read), na_values or [])
-        names = [r[id_column] if id_column else f"row {i + 2}" for i, r in enumerate(new_rows)]
-        return TensorDataset(encoder.encode(new_rows, Path(path))), names
-
+    load_unlabeled = _unlabeled_loader(encoder, columns, na_values or [], id_column)
     train = dataset("train", Path(csv))
     return DataBundle(
         train=train,
@@ -106,6 +110,58 @@ def build_tabular_csv(
         train_targets=train.tensors[1],
         load_unlabeled=load_unlabeled,
         extra={"fitted": encoder.state_dict(), "feature_names": encoder.feature_names()},
+    )
+
+
+def _unlabeled_loader(
+    encoder: TabularEncoder, columns: list[str], na_values: list[str], id_column: str | None
+) -> Callable[[Path], tuple[Dataset[Any], list[str]]]:
+    """`predict`'s reader: the feature columns (and the id column) of an unlabelled CSV."""
+
+    def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
+        wanted = [*columns, *([id_column] if id_column else [])]
+        read = read_csv_columns(Path(path), wanted, "--input")
+        new_rows = _mark_missing(_numbered(read), na_values)
+        names = [r[id_column] if id_column else f"row {i + 2}" for i, r in enumerate(new_rows)]
+        return TensorDataset(encoder.encode(new_rows, Path(path))), names
+
+    return load_unlabeled
+
+
+def _fitted_tabular_bundle(
+    fitted: dict[str, Any],
+    encoder: TabularEncoder,
+    given: dict[str, str | None],
+    target: str,
+    na_values: list[str],
+    id_column: str | None,
+) -> DataBundle:
+    """A finished run's bundle from its `data.json`; only splits given as files are read."""
+    label_names = list(fitted["label_names"])
+    columns = encoder.columns()
+
+    def dataset(split: str) -> TensorDataset:
+        path = given.get(split)
+        if path is None:
+            return TensorDataset(torch.zeros(0, encoder.width), torch.zeros(0, dtype=torch.long))
+        read = read_csv_columns(Path(path), [target, *columns], f"{split}_csv")
+        rows = _mark_missing(_numbered(read), na_values)
+        y = [
+            label_index(r[target], label_names, Path(path), i + 2, target)
+            for i, r in enumerate(rows)
+        ]
+        return TensorDataset(encoder.encode(rows, Path(path)), torch.tensor(y, dtype=torch.long))
+
+    return DataBundle(
+        train=dataset("train"),
+        val=dataset("val"),
+        test=dataset("test") if given.get("test") else None,
+        num_classes=len(label_names),
+        input_shape=(encoder.width,),
+        label_names=label_names,
+        load_unlabeled=_unlabeled_loader(encoder, columns, na_values, id_column),
+        extra={"fitted": encoder.state_dict(), "feature_names": encoder.feature_names()},
+        example=(torch.zeros(encoder.width),),
     )
 
 
@@ -221,6 +277,17 @@ class TabularEncoder:
                 column,
             )
         return out
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> TabularEncoder:
+        """The encoder a run fitted, from its `data.json` (`state_dict`'s output)."""
+        numeric = {k: (float(v[0]), float(v[1])) for k, v in state["numeric"].items()}
+        fill = state.get("fill")
+        return cls(numeric, dict(state["categories"]), dict(fill) if fill is not None else None)
+
+    def columns(self) -> list[str]:
+        """The feature columns an input CSV must have."""
+        return [*self.numeric, *self.categories]
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,9 @@ from brickwork.registry import register
 
 PAD, UNK = 0, 1
 _WORD = re.compile(r"\w+|[^\w\s]")
+
+
+Labelled = list[tuple[str, int]]
 
 
 @register("dataset", "text_csv")
@@ -62,64 +66,145 @@ def build_text_csv(
     unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = "NFC",
     seed: int = 42,
     model_name: str | None = None,
+    fitted: dict[str, Any] | None = None,
 ) -> DataBundle:
     """Token-id sequences and labels; vocabulary from the training split.
 
     Text is Unicode-normalised first (NFC by default), so the same sentence typed on
     another system (Korean or accented letters composed or not) gets the same tokens.
-    `model_name` is filled from `model.name`, for `tokenizer: model`.
+    `model_name` is filled from `model.name`, for `tokenizer: model`. `fitted` is filled
+    by brickwork from a finished run's `data.json` (predict, export): then `csv` is not
+    read, the vocabulary is the run's (an `hf/` model's tokenizer is in the run folder),
+    and only `val_csv`/`test_csv`, if given, are.
     """
-    normal = _normalizer(unicode_normalization)
-    columns = [text_column, label_column]
-    rows = read_csv_columns(Path(csv), columns, "csv")
+    columns = _TextColumns(text_column, label_column, _normalizer(unicode_normalization))
+    if fitted is not None and _has_text_facts(fitted, tokenizer):
+        label_names = list(fitted["label_names"])
+        given = {"val": val_csv, "test": test_csv}
+        splits = {s: columns.read(Path(p), label_names, f"{s}_csv") for s, p in given.items() if p}
+        vocabulary = fitted.get("fitted", {}).get("vocabulary", [])
+        encoding = _fitted_encoding(tokenizer, vocabulary, lowercase, max_length, model_name)
+        return _text_bundle(splits, label_names, encoding, columns)
+    rows = read_csv_columns(Path(csv), [text_column, label_column], "csv")
     label_names = sorted_labels([row[label_column] for row in rows])
 
-    def labelled(rows: list[dict[str, str]], path: Path) -> list[tuple[str, int]]:
+    def read_file(split: str, path: Path) -> Labelled:
+        return columns.read(path, label_names, f"{split}_csv")
+
+    sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
+    labelled = columns.labelled(rows, label_names, Path(csv))
+    splits = assemble_splits(labelled, sources, seed, read_file)
+    train_texts = [text for text, _ in splits["train"]]
+    options = (lowercase, max_length, min_freq, max_vocab_size)
+    return _text_bundle(
+        splits, label_names, _encoding(tokenizer, train_texts, options, model_name), columns
+    )
+
+
+class _TextColumns:
+    """The text and label columns of a CSV, read with the text normalised."""
+
+    def __init__(self, text: str, label: str, normal: Callable[[str], str]) -> None:
+        self.text, self.label, self.normal = text, label, normal
+
+    def labelled(self, rows: list[dict[str, str]], label_names: list[str], path: Path) -> Labelled:
+        """(normalised text, label index) per row; a bad label names its row."""
         return [
             (
-                normal(r[text_column]),
-                label_index(r[label_column], label_names, path, i + 2, label_column),
+                self.normal(r[self.text]),
+                label_index(r[self.label], label_names, path, i + 2, self.label),
             )
             for i, r in enumerate(rows)
         ]
 
-    def read_file(split: str, path: Path) -> list[tuple[str, int]]:
-        return labelled(read_csv_columns(path, columns, f"{split}_csv"), path)
+    def read(self, path: Path, label_names: list[str], key: str) -> Labelled:
+        rows = read_csv_columns(path, [self.text, self.label], key)
+        return self.labelled(rows, label_names, path)
 
-    sources = [("test", test_csv, test_fraction), ("val", val_csv, val_fraction)]
-    splits = assemble_splits(labelled(rows, Path(csv)), sources, seed, read_file)
-    texts = {split: [text for text, _ in items] for split, items in splits.items()}
-    targets = {split: [label for _, label in items] for split, items in splits.items()}
-    collate: Callable[[Sequence[Any]], Any] = pad_collate
-    extra: dict[str, Any] = {}
+    def unlabelled(self, path: Path) -> tuple[list[str], list[str]]:
+        """`predict`'s input: normalised texts, and the texts as typed to name the rows."""
+        rows = read_csv_columns(Path(path), [self.text], "--input")
+        return [self.normal(r[self.text]) for r in rows], [r[self.text] for r in rows]
+
+
+@dataclass
+class _Encoding:
+    """How texts become model inputs: the encoder, the batch collate, facts for data.json."""
+
+    encode: Callable[[str], Any]
+    collate: Callable[[Sequence[Any]], Any]
+    extra: dict[str, Any]
+
+
+def _encoding(
+    tokenizer: str,
+    train_texts: list[str],
+    options: tuple[bool, int, int, int | None],
+    model_name: str | None,
+) -> _Encoding:
+    """Training's encoding: the vocabulary is fitted on `train_texts`."""
+    lowercase, max_length, min_freq, max_vocab_size = options
     if tokenizer == "model":
-        encode, collate, extra = _model_encoder(model_name, max_length)
-    else:
-        encode, vocabulary, vocab_size = build_encoder(
-            tokenizer, texts["train"], lowercase, max_length, min_freq, max_vocab_size
-        )
-        extra = {"vocab_size": vocab_size, "fitted": {"vocabulary": vocabulary}}
+        return _Encoding(*_model_encoder(model_name, max_length))
+    encode, vocabulary, vocab_size = build_encoder(
+        tokenizer, train_texts, lowercase, max_length, min_freq, max_vocab_size
+    )
+    extra = {"vocab_size": vocab_size, "fitted": {"vocabulary": vocabulary}}
+    return _Encoding(encode, pad_collate, extra)
+
+
+def _has_text_facts(fitted: dict[str, Any], tokenizer: str) -> bool:
+    """`data.json` holds the vocabulary (or the tokenizer is the model's, kept beside it)."""
+    if not fitted.get("label_names"):
+        return False
+    if tokenizer == "model" or tokenizer.startswith("hf:"):
+        return True
+    return bool(fitted.get("fitted", {}).get("vocabulary"))
+
+
+def _fitted_encoding(
+    tokenizer: str,
+    vocabulary: list[str],
+    lowercase: bool,
+    max_length: int,
+    model_name: str | None,
+) -> _Encoding:
+    """A finished run's encoding: its vocabulary, or its `hf/` model's tokenizer."""
+    if tokenizer == "model":
+        return _Encoding(*_model_encoder(model_name, max_length))
+    if tokenizer.startswith("hf:"):
+        encode, _, vocab_size = _hf_encoder(tokenizer.removeprefix("hf:"), max_length)
+        return _Encoding(encode, pad_collate, {"vocab_size": vocab_size})
+    encode = vocabulary_encoder(_splitter(tokenizer), vocabulary, lowercase, max_length)
+    extra = {"vocab_size": len(vocabulary), "fitted": {"vocabulary": vocabulary}}
+    return _Encoding(encode, pad_collate, extra)
+
+
+def _text_bundle(
+    splits: dict[str, Labelled], label_names: list[str], encoding: _Encoding, columns: _TextColumns
+) -> DataBundle:
+    """Token sequences of each split, and `predict`'s reader of new texts."""
 
     def dataset(split: str) -> TokenSequences:
-        return TokenSequences([encode(t) for t in texts[split]], targets[split])
+        items = splits.get(split, [])
+        return TokenSequences([encoding.encode(t) for t, _ in items], [y for _, y in items])
 
     def load_unlabeled(path: Path) -> tuple[Dataset[Any], list[str]]:
-        new_rows = read_csv_columns(Path(path), [text_column], "--input")
-        encoded = [encode(normal(r[text_column])) for r in new_rows]
-        return TokenSequences(encoded, None), [
-            r[text_column] for r in new_rows
-        ]  # the text names it
+        texts, names = columns.unlabelled(path)  # the text as typed names its row
+        return TokenSequences([encoding.encode(t) for t in texts], None), names
 
+    train = dataset("train")
     return DataBundle(
-        train=dataset("train"),
+        train=train,
         val=dataset("val"),
-        test=dataset("test") if texts["test"] else None,
+        test=dataset("test") if splits.get("test") else None,
         num_classes=len(label_names),
         label_names=label_names,
-        train_targets=torch.tensor(targets["train"], dtype=torch.long),
-        collate_fn=collate,
+        train_targets=torch.tensor(train.targets, dtype=torch.long) if train.targets else None,
+        collate_fn=encoding.collate,
         load_unlabeled=load_unlabeled,
-        extra=extra,
+        extra=encoding.extra,
+        example=(encoding.encode("example"),),
     )
 
 
@@ -177,13 +262,21 @@ def build_encoder(
     counts = Counter(token for text in train_texts for token in tokens(text))
     kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
     vocabulary = ["<pad>", "<unk>", *kept[:max_vocab_size]]
+    return vocabulary_encoder(split, vocabulary, lowercase, max_length), vocabulary, len(vocabulary)
+
+
+def vocabulary_encoder(
+    split: Callable[[str], list[str]], vocabulary: list[str], lowercase: bool, max_length: int
+) -> Callable[[str], torch.Tensor]:
+    """text -> ids of its tokens in `vocabulary` (unknown ones `<unk>`), at least one id."""
     ids = {token: index for index, token in enumerate(vocabulary)}
 
     def encode(text: str) -> torch.Tensor:
-        encoded = [ids.get(token, UNK) for token in tokens(text)] or [UNK]
+        tokens = split(text.lower() if lowercase else text)[:max_length]
+        encoded = [ids.get(token, UNK) for token in tokens] or [UNK]
         return torch.tensor(encoded, dtype=torch.long)
 
-    return encode, vocabulary, len(vocabulary)
+    return encode
 
 
 def _normalizer(form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None) -> Callable[[str], str]:

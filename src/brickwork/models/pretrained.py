@@ -139,6 +139,56 @@ def _adapt_input_conv(
     return adapted
 
 
+def adapt_first_conv(model: nn.Module, channels: int, name: str, pretrained: bool) -> str:
+    """Replace the first 3-channel `Conv2d` of `model` by one taking `channels` inputs.
+
+    Its weights are the RGB filters adapted as `_adapt_input_conv` does (pretrained
+    filters stay useful on greyscale); says so on the console. Returns the layer's name.
+    """
+    found = next(
+        (
+            (n, m)
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.in_channels == 3
+        ),
+        None,
+    )
+    if found is None:
+        raise ConfigError(
+            f"model {name}: no 3-channel first convolution to fit to the data's {channels} "
+            "channels; set data.mode: RGB"
+        )
+    layer_name, conv = found
+    fresh = nn.Conv2d(
+        channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        conv.dilation,  # type: ignore[arg-type]
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
+    report = LoadReport()
+    with torch.no_grad():
+        wanted = fresh.weight.shape
+        fresh.weight.copy_(_adapt_input_conv(f"{layer_name}.weight", conv.weight, wanted, report))
+        if conv.bias is not None:
+            fresh.bias.copy_(conv.bias)  # type: ignore[union-attr]
+    parent_name, _, child = layer_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, fresh)
+    if pretrained:
+        log.info(
+            "pretrained: %s.weight adapted from 3 (RGB) input channels to the data's %d "
+            "(summed for 1, repeated and scaled for more), as timm does",
+            layer_name,
+            channels,
+            extra={"console": True},
+        )
+    return layer_name
+
+
 def _after_path(error: Exception, path: Path) -> str:
     return str(error).removeprefix(f"{path}: ")
 

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from brickwork.errors import ConfigError
+from brickwork.models.pretrained import adapt_first_conv
 from brickwork.registry import RegistryError, register_prefix, suggest
 
 TIMM_PREFIX = "timm/"
@@ -63,24 +64,24 @@ def build_torchvision_model(
 
     torchvision's pretrained weights only load into the original 1000-class head, so a
     different `num_classes` builds the original and replaces its last linear layer.
+    Data with other than 3 channels (greyscale) get the first convolution adapted to
+    them: hub weights summed over RGB (repeated and scaled for more), as timm does.
     """
     from torchvision import models
 
-    if in_channels not in (None, 3):
-        raise ConfigError(
-            f"model torchvision/{name}: torchvision models take 3-channel images, the data has "
-            f"{in_channels}; set data.mode: RGB or use a timm/ model (it adapts in_chans)"
-        )
     if not pretrained:
         if num_classes is not None:
             kwargs.setdefault("num_classes", num_classes)
-        return models.get_model(name, weights=None, **kwargs)
-    try:
-        model = models.get_model(name, weights="DEFAULT", **kwargs)
-    except Exception as error:  # urllib/OS errors when offline
-        raise _offline_error(f"torchvision/{name}", error) from None
-    if num_classes is not None:
-        replace_head(model, num_classes)
+        model = models.get_model(name, weights=None, **kwargs)
+    else:
+        try:
+            model = models.get_model(name, weights="DEFAULT", **kwargs)
+        except Exception as error:  # urllib/OS errors when offline
+            raise _offline_error(f"torchvision/{name}", error) from None
+        if num_classes is not None:
+            replace_head(model, num_classes)
+    if in_channels not in (None, 3):
+        adapt_first_conv(model, int(in_channels), f"torchvision/{name}", pretrained)
     return model
 
 
