@@ -7,16 +7,13 @@ one tiny trained run whose working folder and training data are then gone.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from brickwork.cli import main
 from brickwork.loop import fit
-from tests.conftest import FAST
+from tests.conftest import FAST, run_cli_in_process
 from tests.integration.test_resume_config import tree_digest
 from tests.unit.test_data_files import write_images
 
@@ -64,14 +61,6 @@ CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A digits run, an image_csv run whose training folder is deleted, and input files."""
@@ -82,48 +71,31 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (files / "broken").mkdir()
     (files / "broken" / "a.jpg").write_bytes(b"not an image")
     (files / "no_column.csv").write_text("path\nx.png\n")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fit(None, overrides=[*FAST, "trainer.max_epochs=1"], run_dir=root / "run")
-        project = root / "project"
-        images = write_images(project / "pictures", {"a": 4, "b": 4})
-        rows = ["image,label", *(f"{p.parent.name}/{p.name},{p.parent.name}" for p in images)]
-        (project / "pictures" / "train.csv").write_text("\n".join(rows) + "\n")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(project)
-            data = "{name: image_csv, csv: pictures/train.csv, image_size: 16, batch_size: 4}"
-            overrides = [*FAST, "trainer.max_epochs=1", f"data={data}", "model.channels=[4,8]"]
-            fit(None, overrides=overrides, run_dir=root / "images")
-        shutil.rmtree(project / "pictures")  # the working folder stays, its data do not
-    finally:
-        torch.set_num_threads(threads)
+    fit(None, overrides=[*FAST, "trainer.max_epochs=1"], run_dir=root / "run")
+    project = root / "project"
+    images = write_images(project / "pictures", {"a": 4, "b": 4})
+    rows = ["image,label", *(f"{p.parent.name}/{p.name},{p.parent.name}" for p in images)]
+    (project / "pictures" / "train.csv").write_text("\n".join(rows) + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        data = "{name: image_csv, csv: pictures/train.csv, image_size: 16, batch_size: 4}"
+        overrides = [*FAST, "trainer.max_epochs=1", f"data={data}", "model.channels=[4,8]"]
+        fit(None, overrides=overrides, run_dir=root / "images")
+    shutil.rmtree(project / "pictures")  # the working folder stays, its data do not
     return {"run": root / "run", "images": root / "images", "files": files}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_more_bad_input_exits_2_with_one_fix_it_line(
-    case: tuple[str, list[str], str],
-    places: dict[str, Path],
-    capsys: pytest.CaptureFixture[str],
+    case: tuple[str, list[str], str], places: dict[str, Path]
 ) -> None:
     _, template, fragment = case
     args = [a.format(**{k: str(v) for k, v in places.items()}) for a in template]
     before = {k: tree_digest(v) for k, v in places.items() if k != "files"}
-    capsys.readouterr()
-    code = _exit_code(args)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if "error:" in line]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert fragment in lines[0], lines[0]
+    result = run_cli_in_process(args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert ": error: " in lines[0] and fragment in lines[0], lines[0]
     assert {k: tree_digest(v) for k, v in places.items() if k != "files"} == before
     assert not Path("out.csv").exists()
-
-
-def _exit_code(args: list[str]) -> int:
-    """`main`'s exit code, also where argparse itself stops (it raises SystemExit)."""
-    try:
-        return main(args)
-    except SystemExit as exited:
-        return int(exited.code or 0)

@@ -280,14 +280,14 @@ def keep_decodable(
 ) -> tuple[list[Path], list[str]]:
     """The inputs whose files decode, with their names; the others counted in a warning."""
     kept = [(f, n) for f, n in zip(files, names, strict=True) if _decodes(f, mode)]
+    if not kept:  # the error alone: a warning about skipping them all would say it twice
+        raise DataError(f"{source}: no input image can be decoded; check the files")
     if len(kept) < len(files):
         log.warning(
             "%s: skipped %d input image(s) that cannot be decoded (data.on_bad_image: skip)",
             source,
             len(files) - len(kept),
         )
-    if not kept:
-        raise DataError(f"{source}: no input image can be decoded; check the files")
     return [f for f, _ in kept], [n for _, n in kept]
 
 
