@@ -38,6 +38,7 @@ def run_search(folder: StudyFolder) -> int:
 def _run_optuna(folder: StudyFolder, settings: StudySettings) -> int:
     from brickwork.tune.optuna_engine import StudyInterrupted, open_study, records_of, run_worker
 
+    _share_cores(settings.workers)
     workers = _start_workers(folder, settings.workers - 1)
     try:
         run_worker(folder, 0)
@@ -54,6 +55,22 @@ def _run_optuna(folder: StudyFolder, settings: StudySettings) -> int:
     records: Sequence[TrialRecord] = records_of(open_study(folder, settings), settings.search_space)
     finish_study(folder, settings, records)
     return 0
+
+
+def _share_cores(workers: int) -> None:
+    """N workers on one machine: each trains on its share of the cores, not all of them.
+
+    Torch's default of one thread per core in each of N processes makes them wait on each
+    other (N times oversubscribed). A user's own OMP_NUM_THREADS is left as it is.
+    """
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    share = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)  # the workers started next
+    torch.set_num_threads(share)  # this process, worker 0
+    log.info("%d workers: %d compute thread(s) each", workers, share)
 
 
 def _start_workers(folder: StudyFolder, count: int) -> list[subprocess.Popen[bytes]]:
