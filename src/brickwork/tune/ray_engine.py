@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def run_ray_study(folder: StudyFolder, settings: StudySettings) -> list[TrialRec
         ]
     finally:
         ray.shutdown()
+        _remove_short_temp_dir(folder)
 
 
 def start_ray(folder: StudyFolder, settings: StudySettings) -> None:
@@ -140,6 +142,14 @@ def _temp_dir(folder: StudyFolder) -> str:
     short = Path(tempfile.mkdtemp(prefix="bw-ray-"))
     write_atomically(folder.directory / "ray-temp-dir.txt", f"{short}\n")
     return str(short)
+
+
+def _remove_short_temp_dir(folder: StudyFolder) -> None:
+    """The short folder outside the study (Ray's sockets, its own logs) goes with Ray."""
+    named = folder.directory / "ray-temp-dir.txt"
+    if named.is_file():
+        shutil.rmtree(named.read_text().strip(), ignore_errors=True)
+        named.unlink()
 
 
 def check_ray_settings(settings: StudySettings) -> None:
