@@ -67,7 +67,9 @@ def hf_config(model: Path, csv_path: Path) -> dict[str, Any]:
             "hidden_dropout_prob": 0.0,
             "attention_probs_dropout_prob": 0.0,
         },
-        "optimizer": {"name": "adamw", "lr": 0.003},
+        # SGD: Adam divides by the root of tiny second moments, which turns float rounding
+        # in a near-zero gradient into a whole step of the learning rate either way.
+        "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9},
         "trainer": {"max_epochs": 2, "log_every_n_steps": 2, "test_after_fit": False},
         "loggers": {"progress_bar": False, "tensorboard": {"enabled": False}},
     }
@@ -115,7 +117,7 @@ def test_two_processes_train_an_hf_model_to_the_one_process_weights(
         ]
         assert not torch.equal(want["bert.encoder.layer.0.output.dense.weight"], start)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=0, atol=2e-6)
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
     assert summary(two)["final"]["val/loss"] == pytest.approx(
         summary(one)["final"]["val/loss"], rel=1e-5
     )
