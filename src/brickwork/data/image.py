@@ -234,6 +234,12 @@ def build_fitted_image_bundle(
     def images(name: str) -> ImageFiles:
         return ImageFiles(splits.get(name, []), eval_tf, options.mode, options.draft_size)
 
+    extra: dict[str, Any] = {"normalize": {"mean": mean, "std": std}}
+    if options.normalize == "model":  # export --format hf writes it beside the weights
+        from brickwork.data.hf_image import load_image_processor
+
+        extra["image_processor"] = load_image_processor(options.model_name)
+
     bundle = DataBundle(
         train=images("train"),
         val=images("val"),
@@ -243,7 +249,7 @@ def build_fitted_image_bundle(
         label_names=list(fitted["label_names"]),
         load_unlabeled=load_unlabeled,
         denormalize=denormalizer(mean, std),
-        extra={"normalize": {"mean": mean, "std": std}},
+        extra=extra,
         example=(torch.zeros(input_shape),),
     )
     return bundle, eval_tf
