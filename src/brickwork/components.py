@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from brickwork.errors import ConfigError
 from brickwork.losses import build_loss
 from brickwork.models import build_model
 from brickwork.optim import Horizon, Schedule, build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from brickwork.metrics import MetricCollection
 
 StepOutput = dict[str, torch.Tensor]
 ComputeLoss = Callable[[nn.Module, Batch], StepOutput]
@@ -55,7 +58,7 @@ class Components:
     data: DataBundle
     model: nn.Module
     compute_loss: ComputeLoss
-    metrics: Any  # torchmetrics.MetricCollection (imported lazily)
+    metrics: MetricCollection
     train_loader: DataLoader[Any]
     val_loader: DataLoader[Any]
     device: torch.device

@@ -146,7 +146,7 @@ def _absolute_checkpoint(checkpoint: str) -> str:
 def _evaluate(
     run_dir: Path, checkpoint: str, split: str, overrides: Sequence[str]
 ) -> dict[str, Any]:
-    from brickwork.metrics import build_confusion_matrix
+    from brickwork.metrics import confusion_matrix
 
     # The run's own split needs its data; a split given as a file (data.test_csv=...)
     # needs only the run folder.
@@ -158,9 +158,10 @@ def _evaluate(
     )
     results: dict[str, Any] = {"checkpoint": str(folder), "split": split, "metrics": metrics}
     if parts.data.num_classes:
-        matrix = build_confusion_matrix(parts.data.num_classes).to(parts.device)
         _, predictions, targets = _predict_loader(parts, loader)
-        results["confusion_matrix"] = matrix(predictions, targets).tolist()
+        assert targets is not None  # an evaluated split is labelled
+        matrix = confusion_matrix(predictions, targets, parts.data.num_classes)
+        results["confusion_matrix"] = matrix.tolist()
         results["label_names"] = parts.data.label_names
     return results
 
