@@ -142,8 +142,8 @@ def test_trackers_hold_config_summary_model_and_every_logged_step_once(
 
 
 def _tracker_files_in(home: Path) -> list[Path]:
-    """What W&B or MLflow left in a home folder (matplotlib's font cache, written when
-    torchmetrics imports it for any run, is not theirs)."""
+    """What W&B or MLflow left in a home folder (matplotlib's font cache, written by
+    whichever library imports it first, is not theirs)."""
     return [p for p in home.rglob("*") if "wandb" in str(p).lower() or "mlflow" in str(p).lower()]
 
 
