@@ -50,6 +50,7 @@ from brickwork.components import (
 from brickwork.config import Config
 from brickwork.console import ConsoleProgress
 from brickwork.data.bundle import save_data_facts
+from brickwork.data.hf_tokenizer import save_run_tokenizer
 from brickwork.data.loader import seed_loader_for_epoch
 from brickwork.distributed import (
     distributed_session,
@@ -421,6 +422,7 @@ def _build_training(
     if main:
         save_data_facts(parts.data, run.directory / "data.json")
         save_model_files(parts.model, parts.data, run.directory)  # hf/: config, tokenizer
+        save_run_tokenizer(config.data.kwargs.get("tokenizer"), run.directory)  # hf:<folder>
     seed_rank(config.seed)
     if trainer.channels_last:
         parts.model.to(memory_format=torch.channels_last)

@@ -443,7 +443,7 @@ _RUN_FILES = (
     "nonfinite.jsonl",
     "oom_report.txt",
 )
-_RUN_FOLDERS = ("tb", "checkpoints", "wandb", "hf_model")
+_RUN_FOLDERS = ("tb", "checkpoints", "wandb", "hf_model", "hf_tokenizer")
 
 
 def is_restartable_run(directory: Path) -> bool:

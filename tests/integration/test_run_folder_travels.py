@@ -191,3 +191,20 @@ def test_an_hf_text_run_predicts_and_exports_with_model_and_data_gone(
     assert [r["probability"] for r in after] == pytest.approx([r["probability"] for r in before])
     result = export_run(run, "hf", tmp_path / "exported")
     assert result["max_abs_diff"] < 1e-4 and (tmp_path / "exported" / "tokenizer.json").is_file()
+
+
+def test_a_run_with_an_hf_tokenizer_folder_predicts_with_that_folder_gone(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.tokenizer: hf:<folder>` with brickwork's own model: the run keeps a copy."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(tiny_bert, project / "bert")
+    overrides, inputs = _text_csv(project)
+    overrides = [overrides[0].replace('"characters"', '"hf:bert"'), *overrides[1:]]
+    run, kept, before = _train_then_remove_data(tmp_path, monkeypatch, overrides, inputs)
+    assert (run / "hf_tokenizer" / "tokenizer_config.json").is_file()
+    assert not (tmp_path / "project").exists()  # the tokenizer's own folder went with it
+    after = predict(run, kept)
+    assert [r["label"] for r in after] == [r["label"] for r in before]
+    assert [r["probability"] for r in after] == pytest.approx([r["probability"] for r in before])

@@ -14,8 +14,11 @@ as keyword arguments (`brickwork.batch.ModelKwargs`).
 
 from __future__ import annotations
 
+import os
+import shutil
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,8 @@ import torch
 from brickwork.batch import ModelKwargs
 from brickwork.errors import ConfigError
 
+# `data.tokenizer: hf:<name or folder>` is copied here, so the run folder alone predicts.
+RUN_TOKENIZER_FOLDER = "hf_tokenizer"
 _NO_LIMIT = 1_000_000  # transformers' "no limit" is a huge sentinel such as 1e30
 
 
@@ -101,3 +106,30 @@ class HFPadCollate:
         if len(samples[0]) == 1:
             return (inputs,)
         return inputs, torch.tensor([sample[1] for sample in samples], dtype=torch.long)
+
+
+def save_run_tokenizer(setting: Any, run_dir: Path) -> None:
+    """`data.tokenizer: hf:<name or folder>`: a copy in `RUN/hf_tokenizer/`, written once.
+
+    predict and export then need neither the folder nor the hub: a run folder copied to
+    another machine still tokenises. Written to a temporary folder and renamed.
+    """
+    folder = Path(run_dir) / RUN_TOKENIZER_FOLDER
+    if not (isinstance(setting, str) and setting.startswith("hf:")) or folder.exists():
+        return
+    tokenizer = load_hf_tokenizer(setting.removeprefix("hf:"), f"data.tokenizer = '{setting}'")
+    temporary = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    try:
+        tokenizer.save_pretrained(temporary)
+        os.replace(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def run_tokenizer_setting(setting: Any, run_dir: Path) -> Any:
+    """The run's own copy (`hf:RUN/hf_tokenizer`) for an `hf:` tokenizer, when it has one."""
+    copy = Path(run_dir) / RUN_TOKENIZER_FOLDER
+    kept = (copy / "tokenizer_config.json").is_file()
+    if kept and isinstance(setting, str) and setting.startswith("hf:"):
+        return f"hf:{copy.resolve()}"
+    return setting
