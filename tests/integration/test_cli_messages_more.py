@@ -8,26 +8,15 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from brickwork import fit
 from brickwork.cli import main
 from tests.mount import fill, tmpfs
 from tests.resume import StopAtStep
 from tests.unit.test_data_files import write_images
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_full_disk_during_resume_names_the_file_it_could_not_write(

@@ -79,13 +79,8 @@ def hf_config(model: Path, csv_path: Path) -> dict[str, Any]:
 def runs(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hf-ddp")
     config = hf_config(tiny_bert, write_topic_csv(root / "topics.csv", per_topic=13))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for name, overrides in CASES.items():
-            fit(config, overrides=overrides, run_dir=root / f"{name}-1")
-    finally:
-        torch.set_num_threads(threads)
+    for name, overrides in CASES.items():
+        fit(config, overrides=overrides, run_dir=root / f"{name}-1")
     script = root / "worker.py"
     script.write_text(WORKER)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

@@ -8,7 +8,6 @@ saved with `save_pretrained`, and an image folder of 8x8 PNGs with two classes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from brickwork import fit
 from brickwork.errors import ConfigError
 
 MEAN, STD = [0.2, 0.4, 0.6], [0.3, 0.2, 0.1]  # the processor's own: not ImageNet's, not 0.5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices on a shared 2-core machine: one thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

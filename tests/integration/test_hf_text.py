@@ -11,7 +11,6 @@ import copy
 import csv
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from tests.hf_models import write_topic_csv
 from tests.resume import StopAtStep, assert_same_state, final_state
 
 LORA = "finetune.lora={r: 4, alpha: 8, dropout: 0.1, target_modules: [query, value]}"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tiny matrices on a shared 2-core machine: one thread is ~30x faster than two."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the CLI subprocesses
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hf_config(model: Path, csv_path: Path, **trainer: Any) -> dict[str, Any]:

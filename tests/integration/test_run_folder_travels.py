@@ -13,11 +13,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from brickwork import fit
 from brickwork.errors import DataError
@@ -35,15 +34,6 @@ QUICK = [
     "checkpoint.monitor=val/loss",
     "checkpoint.mode=min",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(**items: object) -> str:

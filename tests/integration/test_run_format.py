@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from brickwork import fit
@@ -37,15 +35,6 @@ from tests.resume import assert_same_state, final_state
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_format_1"
 STEPS_PER_EPOCH = 20  # 1,257 training digits in batches of 64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
