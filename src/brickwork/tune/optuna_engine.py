@@ -72,12 +72,29 @@ def run_worker(folder: StudyFolder, worker: int = 0) -> None:
         print_trial_line(format_trial_line(record, settings.metric, best, settings.num_trials))
 
 
+def _journal_backend(journal: Path) -> Any:
+    """Optuna's journal file, locked by a symlink to its absolute path.
+
+    A process killed while it holds the lock leaves the symlink behind; Optuna frees it
+    after `grace_period` seconds by the target's mtime, which needs a link that resolves.
+    A relative `--study-dir` made a link relative to the wrong folder (dangling), and a
+    resumed study waited on it forever. Such a dangling link can only be stale: removed.
+    """
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    path = journal.resolve()
+    lock = Path(f"{path}.lock")
+    if lock.is_symlink() and not lock.exists():
+        lock.unlink(missing_ok=True)
+    # Held for one append or read (milliseconds): 10 s unchanged means its holder died.
+    return JournalFileBackend(str(path), JournalFileSymlinkLock(str(path), grace_period=10))
+
+
 def open_study(folder: StudyFolder, settings: StudySettings, worker: int = 0) -> Any:
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(str(folder.journal)))
+    storage = JournalStorage(_journal_backend(folder.journal))
     return optuna.create_study(
         study_name=STUDY_NAME,
         storage=storage,
