@@ -26,7 +26,7 @@ from brickwork.batch import call_model, logits_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, load_tensors, resolve_checkpoint, verify_checkpoint
 from brickwork.components import Components, build_components, build_split_loader, resolve_device
 from brickwork.data.bundle import read_data_facts
-from brickwork.data.hf_tokenizer import run_tokenizer_setting
+from brickwork.data.hf_tokenizer import use_run_tokenizer
 from brickwork.errors import CheckpointError, ConfigError, DataError
 from brickwork.files import refuse_to_replace
 from brickwork.loop import evaluate_loader
@@ -60,10 +60,7 @@ def load_trained(
     config = load_run_config(run_dir, overrides)
     config.model.pretrained = False  # the checkpoint holds the weights; need no hub or file
     use_run_model_files(config.model, run_dir)  # hf/: the run's copy of config, tokenizer
-    tokenizer = config.data.kwargs.get("tokenizer")
-    if run_tokenizer_setting(tokenizer, run_dir) != tokenizer:  # hf:<folder>: the run's copy
-        # a factory argument, an extra field of the data config, not a typed attribute
-        setattr(config.data, "tokenizer", run_tokenizer_setting(tokenizer, run_dir))  # noqa: B010
+    use_run_tokenizer(config.data, run_dir)  # hf:<folder>: the run's copy of the tokenizer
     location = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir
     folder = resolve_checkpoint(location, checkpoint if checkpoint in ("best", "last") else "last")
     verify_checkpoint(folder)

@@ -13,7 +13,6 @@ and `reset()`, a torchmetrics `Metric` included (those sync their own states).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -132,9 +131,6 @@ class MetricCollection:
 
     def __len__(self) -> int:
         return len(self.metrics)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.metrics)
 
 
 @register("metric", "accuracy")

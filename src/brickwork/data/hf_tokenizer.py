@@ -126,10 +126,13 @@ def save_run_tokenizer(setting: Any, run_dir: Path) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def run_tokenizer_setting(setting: Any, run_dir: Path) -> Any:
-    """The run's own copy (`hf:RUN/hf_tokenizer`) for an `hf:` tokenizer, when it has one."""
-    copy = Path(run_dir) / RUN_TOKENIZER_FOLDER
+def use_run_tokenizer(data: Any, run_dir: Path) -> None:
+    """Point an `hf:` tokenizer at the run's own copy (`RUN/hf_tokenizer/`), if it has one.
+
+    The twin of `models.huggingface.use_run_model_files`, for `data.tokenizer`.
+    """
+    setting, copy = data.kwargs.get("tokenizer"), Path(run_dir) / RUN_TOKENIZER_FOLDER
     kept = (copy / "tokenizer_config.json").is_file()
     if kept and isinstance(setting, str) and setting.startswith("hf:"):
-        return f"hf:{copy.resolve()}"
-    return setting
+        # a factory argument: an extra field of the data config, not a typed attribute
+        setattr(data, "tokenizer", f"hf:{copy.resolve()}")  # noqa: B010
