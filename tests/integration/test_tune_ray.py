@@ -213,13 +213,16 @@ def test_pbt_on_a_joined_cluster_exploits_and_records_the_donor_checkpoint_and_h
         assert record["checkpoint"].startswith("step-") and len(record["sha256"]) == 64
         assert "resumed from " + record["copied_to"] in (receiver / "train.log").read_text()
     # Each recorded hash is that of a checkpoint the donor handed to Ray (PBT keeps them
-    # all); the receiver's copy may since have been re-saved under its own config.
-    handed = {}
+    # all); the receiver's copy may since have been re-saved under its own config. Two
+    # trials can hand Ray the same bytes: a receiver whose perturbed rate is the donor's
+    # trains on from the donor's checkpoint exactly as the donor did.
+    handed: dict[str, set[tuple[str, str]]] = {}
     for pointer in Path("s/ray/results").glob("*/checkpoint_*/brickwork.json"):
         sent = json.loads(pointer.read_text())
-        handed[sent["sha256"]] = (sent["run_dir"], hash_folder(pointer.parent / sent["checkpoint"]))
+        folder = pointer.parent / sent["checkpoint"]
+        handed.setdefault(sent["sha256"], set()).add((sent["run_dir"], hash_folder(folder)))
     for _, record in records:
-        assert handed[record["sha256"]] == (record["donor_run_dir"], record["sha256"])
+        assert (record["donor_run_dir"], record["sha256"]) in handed[record["sha256"]]
     summaries = _summaries()
     assert {s["status"] for s in summaries.values()} == {"completed"}  # none left paused
     for run in summaries:
