@@ -12,8 +12,9 @@ layer (64 -> 10), whose step is almost pure framework cost:
 - `lightning`: Lightning's Trainer on the same module, when `lightning` is installed.
 
 Reported per model and batch size: the median time per optimizer step, the time each
-loop adds per step over the plain one, and the whole-run wall time, as ratios to the
-plain loop (1.00 = no overhead).
+loop adds per step over the plain one (the median over rounds of each round's paired
+difference, with the lowest and highest round: the spread is the machine's noise),
+and the whole-run wall time, as ratios to the plain loop (1.00 = no overhead).
 
     python benchmarks/overhead.py [--epochs 5] [--rounds 3] [--cases cnn:32 cnn:128 tiny:32] \
         [--clock wall|cpu] [--threads N]
@@ -227,33 +228,47 @@ def main() -> None:
                     if outcome is not None:
                         stamps, wall = outcome
                         results.setdefault(name, []).append((median_step_s(stamps), wall))
-            base_step = statistics.median(s for s, _ in results["plain"])
-            base_wall = statistics.median(w for _, w in results["plain"])
-            for name, values in results.items():
-                step = statistics.median(s for s, _ in values)
-                wall = statistics.median(w for _, w in values)
-                added = (step - base_step) * 1e3
-                rows.append(
-                    (
-                        model,
-                        batch_size,
-                        name,
-                        step * 1e3,
-                        added,
-                        step / base_step,
-                        wall,
-                        wall / base_wall,
-                    )
-                )
+            rows.extend(summarize(model, batch_size, results))
     print(
         f"\n{'model':<5} {'batch':>5} {'loop':<10} {'ms/step':>8} {'+ms/step':>8} "
-        f"{'step ratio':>10} {'wall s':>7} {'wall ratio':>10}"
+        f"{'(rounds: low..high)':>19} {'step ratio':>10} {'wall s':>7} {'wall ratio':>10}"
     )
-    for model, batch_size, name, step_ms, added, step_ratio, wall, wall_ratio in rows:
+    for model, batch_size, name, step_ms, added, low, high, step_ratio, wall, wall_ratio in rows:
+        spread = f"{low:+.3f}..{high:+.3f}"
         print(
-            f"{model:<5} {batch_size:>5} {name:<10} {step_ms:>8.3f} {added:>+8.3f} "
+            f"{model:<5} {batch_size:>5} {name:<10} {step_ms:>8.3f} {added:>+8.3f} {spread:>19} "
             f"{step_ratio:>10.3f} {wall:>7.2f} {wall_ratio:>10.3f}"
         )
+
+
+def summarize(
+    model: str, batch_size: int, results: dict[str, list[tuple[float, float]]]
+) -> list[tuple[Any, ...]]:
+    """One row per loop. The ms added per step is the median over rounds of the
+    difference to the plain loop *of the same round* (paired: a round the machine was
+    slow in is slow for both), with the lowest and highest round beside it."""
+    base_step = statistics.median(s for s, _ in results["plain"])
+    base_wall = statistics.median(w for _, w in results["plain"])
+    rows = []
+    for name, values in results.items():
+        added = [(s - p) * 1e3 for (s, _), (p, _) in zip(values, results["plain"], strict=True)]
+        step = statistics.median(s for s, _ in values)
+        wall = statistics.median(w for _, w in values)
+        rows.append(
+            (
+                model,
+                batch_size,
+                name,
+                step * 1e3,
+                statistics.median(added),
+                min(added),
+                max(added),
+                step / base_step,
+                wall,
+                wall / base_wall,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import torch
 from brickwork.data.text_csv import pad_collate
 from brickwork.models.summary import format_summary, parameter_totals, summarize_model
 from brickwork.models.text import TextRNN
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 
 
 def test_inspect_shows_frozen_backbone_shapes_and_memory() -> None:
-    result = run_cli(
+    result = run_cli_in_process(
         ["inspect", "finetune.freeze=backbone", "model.channels=[8,16]", "--depth", "1"]
     )
     assert result.returncode == 0, result.stderr
@@ -26,7 +26,7 @@ def test_inspect_shows_frozen_backbone_shapes_and_memory() -> None:
 
 
 def test_inspect_reports_a_bad_override_in_one_line() -> None:
-    result = run_cli(["inspect", "finetune.freeze=[nothing]"])
+    result = run_cli_in_process(["inspect", "finetune.freeze=[nothing]"])
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "finetune.freeze: 'nothing' matches no parameter" in result.stderr

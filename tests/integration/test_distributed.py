@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from brickwork.checkpoint import load_checkpoint
 from brickwork.loop import fit
 from brickwork.stop import EXIT_PREEMPTED
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -240,11 +240,14 @@ def test_state_dict_on_one_rank_alone_runs_no_collective(tmp_path: Path) -> None
     assert summary(tmp_path / "run")["num_steps"] == 4
 
 
-def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(tmp_path: Path) -> None:
-    """2 -> 1 and 1 -> 2 processes through `trainer.devices`, as docs/distributed.md says."""
+def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(
+    one_and_two: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """2 -> 1 and 1 -> 2 processes through `trainer.devices`, as docs/distributed.md says
+    (the test above moves the same runs with torchrun and the Python API)."""
+    for run in one_and_two:
+        shutil.copytree(run, tmp_path / run.name, symlinks=True)
     more = ["trainer.max_steps=24"]
-    check(run_cli(["train", *STEPS, "trainer.devices=2", "data.batch_size=16", "--run-dir", "two"]))
-    fit(None, overrides=[*STEPS, "data.batch_size=32"], run_dir=tmp_path / "one")  # in-process
     check(run_cli(["train", *more, "trainer.devices=1", "data.batch_size=32", "--resume", "two"]))
     check(run_cli(["train", *more, "trainer.devices=2", "data.batch_size=16", "--resume", "one"]))
     one, two = tmp_path / "one", tmp_path / "two"
@@ -252,7 +255,9 @@ def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(tmp_pa
     assert (summary(one)["world_size"], summary(two)["world_size"]) == (2, 1)
     assert_same_weights(weights(one), weights(two))
     # A different global batch is still a change of the math.
-    refused = run_cli(["train", "trainer.max_steps=30", "trainer.devices=1", "--resume", "one"])
+    refused = run_cli_in_process(
+        ["train", "trainer.max_steps=30", "trainer.devices=1", "--resume", "one"]
+    )
     assert refused.returncode == 2
     assert "samples per step (all processes) (32 -> 16)" in refused.stderr
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from brickwork.doctor import run_doctor
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_in_process
 
 SMALL = ["model.channels=[8,16]"]
 
@@ -168,16 +168,16 @@ def test_batch_size_search_finds_the_largest_batch_under_the_budget(tmp_path: Pa
 
 @pytest.mark.slow
 def test_doctor_command_line_mistakes_are_one_line(tmp_path: Path) -> None:
-    result = run_cli(["doctor", "--find-batch-size", "--memory-budget", "2XB"])
+    result = run_cli_in_process(["doctor", "--find-batch-size", "--memory-budget", "2XB"])
     assert result.returncode == 2 and "2GiB" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli(["doctor", "trainer.max_epoch=3"])
+    result = run_cli_in_process(["doctor", "trainer.max_epoch=3"])
     assert result.returncode == 1  # a failed check, reported like the others
     assert "FAIL" in result.stdout and "trainer.max_epochs" in result.stdout  # did you mean
     assert json.loads((tmp_path / "doctor.json").read_text())["healthy"] is False
     mine = tmp_path / "notes"
     mine.mkdir()
     (mine / "doctor.json").write_text("my own notes\n")
-    result = run_cli(["doctor"], cwd=mine)
+    result = run_cli_in_process(["doctor"], cwd=mine)
     assert result.returncode == 2 and "not written by brickwork doctor" in result.stderr
     assert (mine / "doctor.json").read_text() == "my own notes\n"  # never overwritten
 

@@ -11,7 +11,7 @@ import pytest
 
 import brickwork
 from brickwork.errors import ConfigError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_in_process
 
 TABLE = [
     "data.name=tabular_csv",
@@ -102,13 +102,13 @@ def test_outputs_never_replace_a_users_file_without_force(trained: Path, tmp_pat
     (mine / "config.yaml").write_text("my own config\n")
     (tmp_path / "results.csv").write_text("mine\n")
     export = ["export", str(trained), "--output", str(mine / "model.safetensors")]
-    refused = run_cli(export)
+    refused = run_cli_in_process(export)
     assert refused.returncode == 2 and f"{mine / 'config.yaml'}" in refused.stderr
     assert "--force" in refused.stderr and not (mine / "model.safetensors").exists()
     assert (mine / "config.yaml").read_text() == "my own config\n"
     predict = ["predict", str(trained), "--input", "new.csv", "--output", "results.csv"]
-    assert run_cli(predict).returncode == 2
+    assert run_cli_in_process(predict).returncode == 2
     assert (tmp_path / "results.csv").read_text() == "mine\n"
-    assert run_cli([*predict, "--force"]).returncode == 0
-    assert run_cli([*export, "--force"]).returncode == 0
+    assert run_cli_in_process([*predict, "--force"]).returncode == 0
+    assert run_cli_in_process([*export, "--force"]).returncode == 0
     assert (mine / "config.yaml").read_text() != "my own config\n"

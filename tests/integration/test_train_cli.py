@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from brickwork.models.basic import SmallCNN
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, run_cli, run_cli_in_process
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_help_does_not_import_torch() -> None:
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(args: list[str], fragment: str) -> None:
-    result = run_cli(["train", *args])
+    result = run_cli_in_process(["train", *args])
     assert result.returncode == 2
     assert fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -143,7 +143,7 @@ def test_user_mistakes_exit_2_with_one_line(args: list[str], fragment: str) -> N
 def test_an_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("precious")
-    result = run_cli(["train", "--run-dir", "run", *FAST])
+    result = run_cli_in_process(["train", "--run-dir", "run", *FAST])
     assert result.returncode == 2 and "--resume run" in result.stderr
     assert (tmp_path / "run" / "keep.txt").read_text() == "precious"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt"]
