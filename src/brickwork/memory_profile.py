@@ -11,7 +11,6 @@ evaluation, and keeps each one's peak, for the out-of-memory report
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 PHASES = ("forward", "loss and backward", "optimizer step", "evaluation")
+_NOTHING = contextlib.nullcontext()  # reusable: what `profiled` enters when not profiling
 
 
 class TensorMemoryMeter(TorchDispatchMode):
@@ -127,16 +127,17 @@ class PhasePeaks:
             self.meter = CudaMemoryMeter(self.device) if cuda else TensorMemoryMeter()
             self.meter.reset_peak()
 
-    @contextlib.contextmanager
-    def profiled(self, phase: str | None = None) -> Iterator[None]:
-        """The tensor profile around a block (CPU), and the phase it starts in."""
+    def profiled(self, phase: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """The tensor profile around a block (CPU), and the phase it starts in.
+
+        Entered around every training step: without a CPU profile running it is a
+        shared no-op context, not a generator-based one (a few microseconds a step).
+        """
         if phase is not None:
             self.enter(phase)
         if isinstance(self.meter, TensorMemoryMeter):
-            with self.meter:
-                yield
-        else:
-            yield
+            return self.meter
+        return _NOTHING
 
     def enter(self, phase: str | None) -> None:
         """Close the current phase (keep its peak) and start `phase`."""
