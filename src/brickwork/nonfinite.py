@@ -24,7 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +116,7 @@ class NonFiniteGuard:
         Called before the step's counters move: it is step `state.step + 1`. No sync.
         """
         if self.on_nonfinite == "stop":
-            count = sum(n for _, n in losses)
-            step = _Step(state.step + 1, state.epoch, state.batch_in_epoch, count)
-            step.losses = [loss for loss, _ in losses]
-            self._recorded.append(step)
+            self._recorded.append(_Step(state.step + 1, state.epoch, state.batch_in_epoch, losses))
 
     def check(self, state: TrainState) -> None:
         """Read the losses recorded since the last check; stop at the first bad step.
@@ -132,7 +129,7 @@ class NonFiniteGuard:
         if self.on_nonfinite != "stop":
             return
         recorded, self._recorded = self._recorded, []
-        losses = [loss.float() for step in recorded for loss in step.losses]
+        losses = [loss.float() for step in recorded for loss, _ in step.losses]
         bad_step = math.inf
         if losses:
             finite = torch.isfinite(torch.stack(losses))
@@ -143,7 +140,7 @@ class NonFiniteGuard:
             bad_step = min_across_ranks(bad_step)
         if bad_step < math.inf:
             found = [s for s in recorded if s.step == bad_step]
-            self._stop(state, found[0] if found else _Step(int(bad_step), state.epoch, -1, 0))
+            self._stop(state, found[0] if found else _Step(int(bad_step), state.epoch, -1, []))
 
     def _stop(self, state: TrainState, bad: _Step) -> None:
         indices = self._indices_at(bad.batch_in_epoch, bad.num_samples)
@@ -255,15 +252,19 @@ class NonFiniteGuard:
         self.num_skipped = int(state["num_skipped"])
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
-    """One optimizer step as `record` keeps it: where its samples are, and its losses."""
+    """One optimizer step as `record` keeps it: where its samples are, and its losses
+    (the loop's own list of (loss, samples) per micro-step: kept, not copied, each step)."""
 
     step: int
     epoch: int
     batch_in_epoch: int
-    num_samples: int
-    losses: list[torch.Tensor] = field(default_factory=list)
+    losses: list[tuple[torch.Tensor, int]]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(n for _, n in self.losses)
 
 
 @torch.no_grad()
