@@ -148,16 +148,6 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -
     assert (tmp_path / "run" / "checkpoints" / "last").resolve().name == f"step-{step:08d}"
 
 
-def test_early_stopping_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
-    args = [*BASE, "data.batch_size=64", "trainer.devices=2", "trainer.max_epochs=6"]
-    args += ["early_stopping={monitor: val/loss, patience: 1, min_delta: 100}"]
-    result = run_cli(["train", *args, "--run-dir", "run"])
-    check(result)
-    run = summary(tmp_path / "run")
-    assert (run["status"], run["num_epochs"]) == ("early_stopped", 2)
-    assert "global batch 128 = 2 process(es)" in result.stdout
-
-
 def _wait_for(condition, process: subprocess.Popen[str], timeout_s: float = 90) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -230,14 +220,33 @@ class Rank0Snapshot:
 """
 
 
-def test_state_dict_on_one_rank_alone_runs_no_collective(tmp_path: Path) -> None:
-    """Before the core reshape this gathered RNG states and hung rank 0 until the timeout."""
-    (tmp_path / "snapshot.py").write_text(RANK0_SNAPSHOT)
-    args = [*BASE, f"imports=[{tmp_path / 'snapshot.py'}]", "callbacks=[rank0_snapshot]"]
-    args += ["trainer.devices=2", "trainer.dist_timeout_s=5", "trainer.max_steps=4"]
-    result = run_cli(["train", *args, "--run-dir", "run"], timeout_s=90)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert summary(tmp_path / "run")["num_steps"] == 4
+@pytest.fixture(scope="module")
+def early_stopped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One two-process run that early-stops and snapshots its state on rank 0 alone at
+    step 2 (two tests below read it): its folder and its console output."""
+    root = tmp_path_factory.mktemp("early")
+    (root / "snapshot.py").write_text(RANK0_SNAPSHOT)
+    args = [*BASE, "data.batch_size=64", "trainer.devices=2", "trainer.max_epochs=6"]
+    args += ["early_stopping={monitor: val/loss, patience: 1, min_delta: 100}"]
+    args += [f"imports=[{root / 'snapshot.py'}]", "callbacks=[rank0_snapshot]"]
+    args += ["trainer.dist_timeout_s=5"]
+    result = run_cli(["train", *args, "--run-dir", str(root / "run")], timeout_s=90)
+    check(result)
+    return root / "run", result.stdout
+
+
+def test_early_stopping_on_rank_zero_stops_every_rank(early_stopped: tuple[Path, str]) -> None:
+    run_dir, stdout = early_stopped
+    run = summary(run_dir)
+    assert (run["status"], run["num_epochs"]) == ("early_stopped", 2)
+    assert "global batch 128 = 2 process(es)" in stdout
+
+
+def test_state_dict_on_one_rank_alone_runs_no_collective(early_stopped: tuple[Path, str]) -> None:
+    """Before the core reshape this gathered RNG states and hung rank 0 until the timeout
+    (5 s here), and the run failed; the snapshot at step 2 is in the early-stopped run."""
+    run = summary(early_stopped[0])
+    assert run["status"] == "early_stopped" and run["num_steps"] > 2
 
 
 def test_trainer_devices_may_change_on_resume_when_the_global_batch_stays(

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from brickwork.checkpoint import load_checkpoint
 from brickwork.loop import fit
-from tests.conftest import FAST_MLP, run_cli
+from tests.conftest import FAST_MLP, run_cli_in_process
 from tests.integration.test_distributed import torchrun
 from tests.resume import StopAtStep
 
@@ -114,7 +114,7 @@ def test_out_of_memory_at_one_sample_stops_with_a_report(tmp_path: Path) -> None
     # 4 -> 2 -> 1 -> no smaller; the later errors come after measured micro-steps.
     os.environ["BRICKWORK_INJECT_OOM"] = "1:0;1:1;1:-1:backward"
     try:
-        result = run_cli(["train", *BASE, "data.batch_size=4", "--run-dir", "run"])
+        result = run_cli_in_process(["train", *BASE, "data.batch_size=4", "--run-dir", "run"])
     finally:
         os.environ.pop("BRICKWORK_INJECT_OOM")
         if env_before is not None:

@@ -14,7 +14,7 @@ from brickwork.config import load_config
 from brickwork.errors import ConfigError
 from brickwork.loop import fit
 from brickwork.run import open_run
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, run_cli, run_cli_in_process
 from tests.resume import StopAtStep
 
 SHORT = [*FAST, "trainer.max_steps=2"]
@@ -64,7 +64,7 @@ def test_a_mistake_found_in_setup_leaves_no_run_folder(tmp_path: Path) -> None:
         # Passes the config check (a value of the right type); torch refuses it at build.
         fit(None, overrides=[*FAST, "loss.class_weights=[1, 2]"])
     assert not any(Path("runs").glob("*/*"))
-    result = run_cli(["train", *FAST, "loss.class_weights=[1, 2]", "--run-dir", "mine"])
+    result = run_cli_in_process(["train", *FAST, "loss.class_weights=[1, 2]", "--run-dir", "mine"])
     assert result.returncode == 2 and "loss.class_weights has 2 values" in result.stderr
     assert not Path("mine").exists()
 
@@ -92,7 +92,7 @@ def test_a_folder_with_a_users_files_is_never_taken_over(tmp_path: Path) -> None
     Path("mine").mkdir()
     (Path("mine") / "config.yaml").write_text("name: my own notes\n")
     (Path("mine") / "notes.txt").write_text("precious")
-    result = run_cli(["train", *SHORT, "--run-dir", "mine"])
+    result = run_cli_in_process(["train", *SHORT, "--run-dir", "mine"])
     assert result.returncode == 2 and "not empty" in result.stderr
     assert (Path("mine") / "notes.txt").read_text() == "precious"
     assert (Path("mine") / "config.yaml").read_text() == "name: my own notes\n"
@@ -101,7 +101,7 @@ def test_a_folder_with_a_users_files_is_never_taken_over(tmp_path: Path) -> None
 def test_resume_auto_without_a_config_continues_the_default_configs_run(tmp_path: Path) -> None:
     fit(None, overrides=FAST, callbacks=[StopAtStep(3)])
     (stopped,) = Path("runs").glob("*/*")
-    result = run_cli(["train", *FAST, "--resume", "auto"])
+    result = run_cli_in_process(["train", *FAST, "--resume", "auto"])
     assert result.returncode == 0, result.stderr
     assert list(Path("runs").glob("*/*")) == [stopped]  # continued, not a new run
     summary = json.loads((stopped / "summary.json").read_text())

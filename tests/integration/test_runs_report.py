@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from brickwork.loop import fit
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, run_cli, run_cli_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +172,7 @@ def test_report_renders_in_chromium_with_every_figure_loaded(
     runs_root: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out" / "report.html"
-    result = run_cli(
+    result = run_cli_in_process(
         [
             "report",
             str(runs_root / "digits" / "a"),
@@ -202,7 +202,7 @@ def test_report_of_a_study_folder_shows_its_trials_table_and_plots(
     runs_root: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "study.html"
-    result = run_cli(["report", str(runs_root / "study"), "--output", str(output)])
+    result = run_cli_in_process(["report", str(runs_root / "study"), "--output", str(output)])
     assert result.returncode == 0, result.stderr
     page = output.read_text()
     assert "3 trials" in page
@@ -218,7 +218,7 @@ def test_report_refuses_to_overwrite_a_file_it_did_not_write(
 ) -> None:
     mine = tmp_path / "notes.html"
     mine.write_text("<p>my notes</p>")
-    result = run_cli(["report", str(runs_root / "digits" / "a"), "--output", str(mine)])
+    result = run_cli_in_process(["report", str(runs_root / "digits" / "a"), "--output", str(mine)])
     assert result.returncode == 2 and "notes.html" in result.stderr and "--output" in result.stderr
     assert mine.read_text() == "<p>my notes</p>"
 
