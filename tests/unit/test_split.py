@@ -72,3 +72,14 @@ def test_digits_are_load_digits_and_split_as_before() -> None:
     scaled = digits.images[train].astype(np.float32) / 16
     standardised = (scaled - scaled.mean()) / scaled.std()
     assert np.allclose(bundle.train[:][0].squeeze(1).numpy(), standardised, atol=1e-5)
+
+
+def test_digits_fall_back_to_load_digits_when_the_file_is_not_where_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import brickwork.data.digits as digits_module
+
+    monkeypatch.setattr(digits_module.importlib.util, "find_spec", lambda name: None)
+    pixels, labels = load_digit_arrays()
+    digits = load_digits()
+    assert np.array_equal(pixels, digits.images) and np.array_equal(labels, digits.target)

@@ -78,9 +78,9 @@ def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     scikit-learn release move the file, its loader is used instead.
     """
     spec = importlib.util.find_spec("sklearn")
-    folders = spec.submodule_search_locations if spec is not None else None
-    file = Path(next(iter(folders or [""]))) / "datasets" / "data" / "digits.csv.gz"
-    if not file.is_file():
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    file = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
+    if file is None or not file.is_file():
         from sklearn.datasets import load_digits
 
         digits = load_digits()
