@@ -123,3 +123,20 @@ def write_topic_csv(path: Path, per_topic: int = 12, extra_rows: int = 0) -> Pat
             for sentence in sentences(topic)[: per_topic + extra_rows]:
                 writer.writerow([sentence, topic])
     return path
+
+
+def save_tiny_vit(folder: Path, num_channels: int) -> Path:
+    """A one-layer ViT for 8x8 images (two 4x4 patches a side), saved with save_pretrained."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=num_channels,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    ViTForImageClassification(config).save_pretrained(folder)
+    return folder

@@ -19,6 +19,7 @@ pytest.importorskip("transformers")
 
 from brickwork import fit
 from brickwork.errors import ConfigError
+from tests.hf_models import save_tiny_vit
 
 MEAN, STD = [0.2, 0.4, 0.6], [0.3, 0.2, 0.1]  # the processor's own: not ImageNet's, not 0.5
 
@@ -27,21 +28,11 @@ MEAN, STD = [0.2, 0.4, 0.6], [0.3, 0.2, 0.1]  # the processor's own: not ImageNe
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny ViT with its image processor, and a folder of 8x8 images in two classes."""
     from PIL import Image
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from transformers import ViTImageProcessor
 
     root = tmp_path_factory.mktemp("hf-image")
-    model = root / "tiny-vit"
-    config = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=3,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
     torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(model)
+    model = save_tiny_vit(root / "tiny-vit", num_channels=3)
     processor = ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=MEAN, image_std=STD)
     processor.save_pretrained(model)
     rng = np.random.default_rng(0)

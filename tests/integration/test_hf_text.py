@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from brickwork import fit
-from tests.hf_models import write_topic_csv
+from tests.hf_models import save_tiny_vit, write_topic_csv
 from tests.resume import StopAtStep, assert_same_state, final_state
 
 LORA = "finetune.lora={r: 4, alpha: 8, dropout: 0.1, target_modules: [query, value]}"
@@ -391,19 +391,7 @@ def test_bf16_autocast_trains_on_the_output_object(tiny_bert: Path, topics: Path
 
 def test_an_hf_image_model_trains_on_image_data(tmp_path: Path) -> None:
     """`hf/` with image data builds AutoModelForImageClassification (a tiny ViT on digits)."""
-    from transformers import ViTConfig, ViTForImageClassification
-
-    folder = tmp_path / "tiny-vit"
-    vit = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    ViTForImageClassification(vit).save_pretrained(folder)
+    folder = save_tiny_vit(tmp_path / "tiny-vit", num_channels=1)
     weights = Weights()
     overrides = [
         "trainer.max_steps=3",
