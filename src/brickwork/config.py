@@ -648,6 +648,7 @@ def check_component_kwargs(config: Config, source: Origin | Path | str = "<confi
                 f"{where}: {section}.name = '{component.name}': {error}{_register_hint(kind)}"
             ) from None
         accepted, takes_any = registry.accepted_kwargs(factory)
+        accepted -= registry.FROM_RUN
         for key in [] if takes_any else component.kwargs:
             if key not in accepted:
                 hint = registry.suggest(key, accepted)

@@ -150,8 +150,6 @@ def reference_markdown() -> str:
 
 # Filled in by brickwork: from the data for models, the run's seed and model for datasets.
 _PROVIDED = {"num_classes", "in_channels", "input_shape", "vocab_size", "seed", "model_name"}
-# Filled in from a finished run's data.json for predict and export; never a config key.
-_FROM_RUN = {"fitted"}
 
 
 def component_markdown() -> str:
@@ -175,7 +173,7 @@ def component_markdown() -> str:
             accepted, _ = registry.accepted_kwargs(factory)
             target = factory.__init__ if inspect.isclass(factory) else factory
             for param in inspect.signature(target).parameters.values():
-                if param.name not in accepted or param.name in _FROM_RUN:
+                if param.name not in accepted or param.name in registry.FROM_RUN:
                     continue
                 if param.name in _PROVIDED:
                     field = "model.name" if param.name == "model_name" else "seed"

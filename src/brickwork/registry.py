@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 KINDS = ("model", "dataset", "optimizer", "scheduler", "loss", "metric", "callback")
+# Arguments brickwork fills from a finished run (a dataset's `fitted`: its data.json, for
+# predict and export); never config keys, so neither accepted nor listed as ones.
+FROM_RUN = frozenset({"fitted"})
 
 # Modules whose import registers the built-ins of each kind.
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {

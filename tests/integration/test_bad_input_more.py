@@ -26,6 +26,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     ("stray-argument-after-options", ["train", "--run-dir", "{files}/new", "oops"], "oops"),
     (
+        "fitted-is-filled-from-a-run-not-a-config-key",
+        ["train", *FAST, "data.name=tabular_csv", "data.csv=t.csv", "data.fitted={{}}"],
+        "data.fitted: unknown key for dataset 'tabular_csv'",
+    ),
+    (
         "model-override-after-options",
         ["predict", "{run}", "--input", "{files}/in.npy", "--output", "out.csv", "model.name=mlp"],
         "inference-time keys",
