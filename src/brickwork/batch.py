@@ -65,6 +65,8 @@ def batch_size_of(batch: Batch) -> int:
     else:
         items = batch.values() if isinstance(batch, Mapping) else batch
     for item in items:
+        if isinstance(item, torch.Tensor):  # the usual (inputs, targets): no recursion
+            return int(item.shape[0])
         if isinstance(item, _NESTED):
             return batch_size_of(item)
     raise TypeError("cannot tell the batch size: the batch holds no tensor")
@@ -80,9 +82,12 @@ def move_to_device(
     if isinstance(batch, torch.Tensor):
         if channels_last and batch.dim() == 4:
             return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
+        if batch.device == device:  # a CPU run's batches: a comparison, not a dispatched no-op
+            return batch
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, list | tuple):  # checked before Mapping: cheaper than an ABC check
-        return type(batch)(move_to_device(v, device, non_blocking, channels_last) for v in batch)
+        items = [move_to_device(v, device, non_blocking, channels_last) for v in batch]
+        return items if type(batch) is list else type(batch)(items)
     if isinstance(batch, Mapping):
         moved = {
             k: move_to_device(v, device, non_blocking, channels_last) for k, v in batch.items()

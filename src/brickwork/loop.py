@@ -196,7 +196,7 @@ def _fit(
                         state.batch_in_epoch += blocks  # skipped: no update
                         continue
                     built.nonfinite.record(state, losses)  # on the device: read by `check`
-                    _add_losses(state, losses)  # on the device: no sync
+                    state.unfolded_loss.extend(losses)  # added up where a mean is read
 
                     if trainer.gradient_clip_val is not None:
                         if scaler is not None:
@@ -257,55 +257,59 @@ def _forward_backward(
     """Forward and backward over one step's micro-batches: each loss (detached) with its
     number of samples, and this rank's latest batch (the next `spare`).
 
-    Each micro-step's loss is weighted by this rank's share of the step's samples over all
-    ranks, times the ranks DDP divides by, so the gradient is the global mean. Out of
-    memory frees the attempt, halves the micro-batch and retries the step on the same
-    samples with twice the micro-steps (brickwork.memory; same math). A rank holding no
-    sample in the step joins DDP's all-reduce with `spare`, a batch it trained on before.
+    Where memory can run out (a GPU, or injected faults), each try is an attempt: out of
+    memory frees it, halves the micro-batch and retries the step on the same samples
+    with twice the micro-steps (brickwork.memory; same math). On the CPU there is
+    nothing to recover from: the micro-steps run without an attempt around them.
     """
-    parts, model, scaler, state = built.parts, built.model, built.scaler, built.state
-    trainer = parts.config.trainer
-    device, non_blocking = parts.device, parts.train_loader.pin_memory
+    state, recovery = built.state, built.recovery
     # Samples in the step over all ranks: known from the sampler, no collective.
-    step_samples = parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
-    world_size = built.world_size
-    # A micro-step's tensors, declared so a failed attempt can drop them (brickwork.memory).
-    output: dict[str, torch.Tensor] | None
-    loss: torch.Tensor | None
-    scaled: torch.Tensor | None
+    step_samples = built.parts.train_sampler.step_samples(state.batch_in_epoch, blocks)
+    if not recovery.active:  # still cut as small as an earlier recovery made them
+        return _micro_steps(built, recovery.cut(micro_batches), step_samples, spare)
+    result: tuple[list[tuple[torch.Tensor, int]], Any] = ([], spare)
+    for attempt in recovery.attempts(micro_batches, state.step):
+        with attempt:  # a failed attempt's tensors go with `_micro_steps`' frame
+            result = _micro_steps(built, attempt.micro_batches, step_samples, spare, attempt)
+    return result
+
+
+def _micro_steps(
+    built: _Training,
+    pieces: list[Any],
+    step_samples: int,
+    spare: Any,
+    attempt: Any = None,
+) -> tuple[list[tuple[torch.Tensor, int]], Any]:
+    """One try at a step's forward and backward passes, over `pieces` (this rank's batches).
+
+    Each micro-step's loss is weighted by this rank's share of the step's samples over all
+    ranks, times the ranks DDP divides by, so the gradient is the global mean. A rank
+    holding no sample in the step joins DDP's all-reduce with `spare`, a batch it trained
+    on before (inside the attempt: the out-of-memory agreement comes after it on every rank).
+    """
+    parts, model, scaler = built.parts, built.model, built.scaler
+    device, channels_last = parts.device, parts.config.trainer.channels_last
+    non_blocking, last = parts.train_loader.pin_memory, len(pieces) - 1
+    built.optimizer.zero_grad(set_to_none=True)
+    built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
     losses: list[tuple[torch.Tensor, int]] = []
-    for attempt in built.recovery.attempts(micro_batches, state.step):
-        output = loss = scaled = None  # a failed attempt's graph goes first
-        with attempt:
-            built.optimizer.zero_grad(set_to_none=True)
-            losses = []
-            built.nonfinite.remember_buffers()  # with on_nonfinite=skip only
-            pieces = attempt.micro_batches
-            for index, batch in enumerate(pieces):
-                attempt.before_micro_step(index)  # injected faults; DDP watch
-                batch = move_to_device(batch, device, non_blocking, trainer.channels_last)
-                num_samples = batch_size_of(batch)
-                # DDP all-reduces gradients in backward: on the last only.
-                with no_sync(model, sync=index == len(pieces) - 1):
-                    with built.autocast:
-                        output = parts.compute_loss(model, batch)
-                    loss = output["loss"]
-                    share = num_samples * world_size / step_samples  # 1: no multiply
-                    scaled = loss if share == 1 else loss * share
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                losses.append((loss.detach(), num_samples))
-            if not micro_batches:  # no sample here: join DDP's all-reduce (inside the
-                # attempt: the out-of-memory agreement comes after it on every rank)
-                spare = join_gradient_sync(model, parts, spare, device, built.autocast)
-    return losses, micro_batches[-1] if micro_batches else spare
-
-
-def _add_losses(state: TrainState, losses: list[tuple[torch.Tensor, int]]) -> None:
-    """Add the step's losses to the interval and epoch means: tensor ops on the device."""
-    for loss, num_samples in losses:
-        weighted = loss.float() * num_samples
-        state.interval_loss.add_sum(weighted, num_samples)
-        state.epoch_loss.add_sum(weighted, num_samples)
+    for index, batch in enumerate(pieces):
+        if attempt is not None:
+            attempt.before_micro_step(index)  # injected faults; DDP watch
+        batch = move_to_device(batch, device, non_blocking, channels_last)
+        num_samples = batch_size_of(batch)
+        # DDP all-reduces gradients in backward: on the last micro-step only.
+        with no_sync(model, sync=index == last):
+            with built.autocast:
+                loss = parts.compute_loss(model, batch)["loss"]
+            share = num_samples * built.world_size / step_samples  # 1: no multiply
+            scaled = loss if share == 1 else loss * share
+            (scaler.scale(scaled) if scaler else scaled).backward()
+        losses.append((loss.detach(), num_samples))
+    if not pieces:  # no sample here: join DDP's all-reduce
+        return losses, join_gradient_sync(model, parts, spare, device, built.autocast)
+    return losses, pieces[-1]
 
 
 def _log_step(built: _Training) -> dict[str, float]:
@@ -315,6 +319,7 @@ def _log_step(built: _Training) -> dict[str, float]:
     """
     state = built.state
     built.nonfinite.check(state)  # reads the kept flags: a sync (collective)
+    state.fold_losses()
     train_loss = mean_across_ranks(*state.interval_loss.totals())  # the mean over all ranks
     logs = {"train/loss": train_loss, "lr": _lr(built.optimizer)}
     state.interval_loss.reset()
@@ -330,6 +335,7 @@ def _end_epoch(built: _Training, config: Config, epoch_complete: bool) -> dict[s
     """
     state, trainer = built.state, config.trainer
     reached_max_steps = state.stop is not None and state.stop.kind is StopKind.MAX_STEPS
+    state.fold_losses()
     metrics = {"train/loss_epoch": mean_across_ranks(*state.epoch_loss.totals())}
     if reached_max_steps or (state.epoch + 1) % trainer.val_every_n_epochs == 0:
         val_metrics = _validate(built.parts, config.seed, state.epoch, built)

@@ -28,21 +28,16 @@ if TYPE_CHECKING:
 class RunningMean:
     """A sum of per-sample losses and their count, kept on the device.
 
-    Adding `loss.detach() * n` each micro-step keeps no autograd graph alive and
-    forces no device sync. Reading the mean is the loop's job, at its logging lines,
-    because under DDP it is a collective (`distributed.mean_across_ranks`).
+    Reading the mean is the loop's job, at its logging lines, because it is a device
+    sync and, under DDP, a collective (`distributed.mean_across_ranks`).
     """
 
     def __init__(self) -> None:
         self.total: torch.Tensor | None = None
         self.count = 0
 
-    def update(self, value: torch.Tensor, num_samples: int) -> None:
-        """Add a mean `value` over `num_samples` samples."""
-        self.add_sum(value.detach().float() * num_samples, num_samples)
-
     def add_sum(self, weighted: torch.Tensor, num_samples: int) -> None:
-        """Add a sum over `num_samples` samples (lets two means share one multiply)."""
+        """Add a sum over `num_samples` samples."""
         self.total = weighted if self.total is None else self.total + weighted
         self.count += num_samples
 
@@ -60,6 +55,52 @@ class RunningMean:
         self.total, self.count = state["total"], int(state["count"])
 
 
+class UnfoldedLosses:
+    """Micro-step losses not yet added to the running means: detached, on the device.
+
+    A step only appends its losses here: no tensor operation, no sync. `take_sum` adds
+    them up, each weighted by its samples, in a few tensor operations whatever their
+    number. The loop folds at logging steps and at the epoch's end only, and a
+    checkpoint keeps what is still unfolded, so a resumed run adds the same losses at
+    the same steps as an uninterrupted one and logs the same means, bit for bit.
+    """
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[torch.Tensor, int]] = []
+
+    def extend(self, losses: list[tuple[torch.Tensor, int]]) -> None:
+        self.losses += losses
+
+    def take_sum(self) -> tuple[torch.Tensor | None, int]:
+        """The losses' sum weighted by their samples (None when empty) and the samples; empties."""
+        losses, self.losses = self.losses, []
+        if not losses:
+            return None, 0
+        values, counts = self._stacked(losses)
+        weights = torch.tensor(counts, dtype=values.dtype).to(values.device, non_blocking=True)
+        return torch.dot(values, weights), sum(counts)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The unfolded losses as one float32 vector (None when empty) and their samples."""
+        if not self.losses:
+            return {"losses": None, "counts": []}
+        values, counts = self._stacked(self.losses)
+        return {"losses": values, "counts": counts}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """`None`: a checkpoint from before unfolded losses were kept (they were all folded)."""
+        if state is None or state["losses"] is None:
+            self.losses = []
+        else:
+            self.losses = list(zip(state["losses"].unbind(), state["counts"], strict=True))
+
+    @staticmethod
+    def _stacked(losses: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
+        scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss, _ in losses]
+        values = torch.stack(scalars).float()
+        return values, [int(count) for _, count in losses]
+
+
 @dataclass
 class TrainState:
     """The mutable state of one training run.
@@ -68,8 +109,9 @@ class TrainState:
         step: optimizer steps taken so far (what checkpoints and logs count).
         epoch: the epoch in progress, from 0; after an epoch ends it names the next one.
         batch_in_epoch: loader batches of `epoch` already consumed, for mid-epoch resume.
-        interval_loss: training loss since the last logged step.
-        epoch_loss: training loss since the epoch began.
+        interval_loss: training loss since the last logged step, as of the last fold.
+        epoch_loss: training loss since the epoch began, as of the last fold.
+        unfolded_loss: the steps' losses not yet in those two (see `fold_losses`).
         callbacks: the objects whose `state_dict()` rides in checkpoints (callbacks,
             loggers, the checkpointer), saved under their `state_key` or class name.
         stop: the requested stop (see `request_stop`), None while training goes on.
@@ -85,6 +127,7 @@ class TrainState:
     batch_in_epoch: int = 0
     interval_loss: RunningMean = field(default_factory=RunningMean)
     epoch_loss: RunningMean = field(default_factory=RunningMean)
+    unfolded_loss: UnfoldedLosses = field(default_factory=UnfoldedLosses)
     stop: Stop | None = None
 
     @property
@@ -103,6 +146,16 @@ class TrainState:
     def stop_reason(self) -> str | None:
         """The stop's detail, for people (decisions read `stop.kind`)."""
         return self.stop.detail if self.stop is not None else None
+
+    def fold_losses(self) -> None:
+        """Add the unfolded step losses to the interval and epoch means (no sync).
+
+        The loop calls it where it reads a mean, and only there: see `UnfoldedLosses`.
+        """
+        total, count = self.unfolded_loss.take_sum()
+        if total is not None:
+            self.interval_loss.add_sum(total, count)
+            self.epoch_loss.add_sum(total, count)
 
     def request_stop(self, kind: StopKind | str = StopKind.USER, detail: str = "") -> None:
         """Ask the loop to end after the current step; the first request is kept.
@@ -134,10 +187,7 @@ class TrainState:
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
             },
-            "meters": {
-                "interval_loss": self.interval_loss.state_dict(),
-                "epoch_loss": self.epoch_loss.state_dict(),
-            },
+            "meters": self._meters(),
             "callbacks": {
                 callback_key(cb): cb.state_dict()
                 for cb in self.callbacks
@@ -151,10 +201,13 @@ class TrainState:
 
         The checkpointer gathers it from every rank (`rng_per_rank`, `meters_per_rank`).
         """
-        meters = {"interval_loss": self.interval_loss, "epoch_loss": self.epoch_loss}
+        return {"rng": capture_rng(), "meters": _on_cpu(self._meters())}
+
+    def _meters(self) -> dict[str, Any]:
         return {
-            "rng": capture_rng(),
-            "meters": {name: _on_cpu(m.state_dict()) for name, m in meters.items()},
+            "interval_loss": self.interval_loss.state_dict(),
+            "epoch_loss": self.epoch_loss.state_dict(),
+            "unfolded_loss": self.unfolded_loss.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], restore_rng_state: bool = True) -> None:
@@ -181,6 +234,7 @@ class TrainState:
         meters = _meters_of_this_rank(state)
         self.interval_loss.load_state_dict(meters["interval_loss"])
         self.epoch_loss.load_state_dict(meters["epoch_loss"])
+        self.unfolded_loss.load_state_dict(meters.get("unfolded_loss"))
         if restore_rng_state:
             restore_rng(_rng_of_this_rank(state))
 
@@ -218,9 +272,12 @@ def _meters_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
     if per_rank is None and world_size == 1:
         return dict(state["meters"])
     saved = per_rank or [state["meters"]]
+    means = ("interval_loss", "epoch_loss")
     if rank > 0:
-        return {name: {"total": None, "count": 0} for name in saved[0]}
-    return {name: _add_meters([ranks[name] for ranks in saved]) for name in saved[0]}
+        return {name: {"total": None, "count": 0} for name in means}
+    merged = {name: _add_meters([ranks[name] for ranks in saved]) for name in means}
+    merged["unfolded_loss"] = _join_unfolded([ranks.get("unfolded_loss") for ranks in saved])
+    return merged
 
 
 def _add_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,6 +288,19 @@ def _add_meters(meters: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _on_cpu(meter: dict[str, Any]) -> dict[str, Any]:
-    total = meter["total"]
-    return {"total": total.cpu() if total is not None else None, "count": meter["count"]}
+def _join_unfolded(unfolded: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Every saved rank's unfolded losses, one after another (rank 0 folds them all)."""
+    parts = [u for u in unfolded if u and u["losses"] is not None]
+    if not parts:
+        return {"losses": None, "counts": []}
+    return {
+        "losses": torch.cat([u["losses"].float().cpu() for u in parts]),
+        "counts": [int(count) for u in parts for count in u["counts"]],
+    }
+
+
+def _on_cpu(meters: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in meter.items()}
+        for name, meter in meters.items()
+    }
