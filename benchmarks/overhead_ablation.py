@@ -5,8 +5,8 @@ and adds one brickwork ingredient at a time, interleaved round by round:
 
 - `plain`: the hand-written loop of overhead.py;
 - `loader`: the same loop fed by brickwork's loader (resumable sampler, seeded generator);
-- `ops`: the same loop plus the per-step tensor work `fit` does with one micro-batch
-  per step (the non-finite check, two running loss means);
+- `ops`: the same loop plus the loss bookkeeping `fit` does with one micro-batch
+  per step (each loss kept unfolded, added up and read every 10th step);
 - `loader+ops`: both;
 - `fit`: `brickwork.fit` with default logging.
 
@@ -49,7 +49,7 @@ from brickwork.config import load_config
 from brickwork.data.digits import build_digits
 from brickwork.data.loader import build_dataloader
 from brickwork.loop import fit
-from brickwork.state import RunningMean
+from brickwork.state import UnfoldedLosses
 from overhead import (  # run as a script: benchmarks/ is on sys.path
     MODEL_OVERRIDES,
     brickwork_run,
@@ -74,7 +74,7 @@ def variant_run(variant: str, batch_size: int, epochs: int, model_name: str = "c
     else:
         generator = torch.Generator().manual_seed(0)
         train = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=generator)
-    interval, epoch_mean = RunningMean(), RunningMean()
+    unfolded, means = UnfoldedLosses(), []
     stamps: list[float] = []
     for epoch in range(epochs):
         if "loader" in variant:
@@ -85,10 +85,10 @@ def variant_run(variant: str, batch_size: int, epochs: int, model_name: str = "c
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             if "ops" in variant:  # what `fit` adds per step with one micro-batch
-                detached = loss.detach()  # no read: the finiteness flag is read at logging
-                weighted = detached.float() * len(targets)
-                interval.add_sum(weighted, len(targets))
-                epoch_mean.add_sum(weighted, len(targets))
+                unfolded.extend([(loss.detach(), len(targets))])  # no read, no tensor op
+                if len(unfolded.losses) == 10:  # a logging step: the loss mean is read
+                    total, count = unfolded.take_sum()
+                    means.append(float(total) / count)  # type: ignore[arg-type]
             optimizer.step()
             stamps.append(time.perf_counter())
     return median_step_ms(stamps)
@@ -214,8 +214,8 @@ def main() -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     if variant == "fit":
                         folder = Path(scratch) / f"fit-{round_index}"
-                        stamps, _ = brickwork_run(args.batch_size, args.epochs, folder, args.model)
-                        ms = median_step_ms(stamps)
+                        times, _ = brickwork_run(args.batch_size, args.epochs, folder, args.model)
+                        ms = statistics.median(times) * 1e3
                     else:
                         ms = variant_run(variant, args.batch_size, args.epochs, args.model)
                 results.setdefault(variant, []).append(ms)
