@@ -196,7 +196,7 @@ def _fit(
                         state.batch_in_epoch += blocks  # skipped: no update
                         continue
                     built.nonfinite.record(state, losses)  # on the device: read by `check`
-                    state.unfolded_loss.extend(losses)  # added up where a mean is read
+                    state.keep_losses(losses)  # added up where a mean is read
 
                     if trainer.gradient_clip_val is not None:
                         if scaler is not None:

@@ -60,10 +60,14 @@ class UnfoldedLosses:
 
     A step only appends its losses here: no tensor operation, no sync. `take_sum` adds
     them up, each weighted by its samples, in a few tensor operations whatever their
-    number. The loop folds at logging steps and at the epoch's end only, and a
-    checkpoint keeps what is still unfolded, so a resumed run adds the same losses at
-    the same steps as an uninterrupted one and logs the same means, bit for bit.
+    number. The loop folds at logging steps and at the epoch's end, and where
+    `MAX_UNFOLDED` are pending (a long logging interval: a scalar holds a block of
+    device memory), and a checkpoint keeps what is still unfolded, so a resumed run
+    adds the same losses at the same steps as an uninterrupted one and logs the same
+    means, bit for bit.
     """
+
+    MAX_UNFOLDED = 1024
 
     def __init__(self) -> None:
         self.losses: list[tuple[torch.Tensor, int]] = []
@@ -147,10 +151,16 @@ class TrainState:
         """The stop's detail, for people (decisions read `stop.kind`)."""
         return self.stop.detail if self.stop is not None else None
 
+    def keep_losses(self, losses: list[tuple[torch.Tensor, int]]) -> None:
+        """Keep a step's losses (detached, with their samples) for the running means."""
+        self.unfolded_loss.extend(losses)
+        if len(self.unfolded_loss.losses) >= UnfoldedLosses.MAX_UNFOLDED:
+            self.fold_losses()
+
     def fold_losses(self) -> None:
         """Add the unfolded step losses to the interval and epoch means (no sync).
 
-        The loop calls it where it reads a mean, and only there: see `UnfoldedLosses`.
+        The loop calls it where it reads a mean; see `UnfoldedLosses`.
         """
         total, count = self.unfolded_loss.take_sum()
         if total is not None:

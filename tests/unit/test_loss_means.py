@@ -7,6 +7,7 @@ ones, or a resumed run would log a different mean than an uninterrupted one.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -103,3 +104,27 @@ def test_resuming_on_fewer_processes_folds_every_saved_ranks_losses_on_rank_0() 
     # Means: 10 + 20 over 10 samples; unfolded: 1*4 + 3*2 + 2*4 + 3*2 over 12 samples.
     assert count == 22
     assert total is not None and float(total) == 30.0 + 24.0
+
+
+def test_a_long_logging_interval_folds_at_a_bound_and_still_resumes_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No logging step for a long while: pending losses stay bounded (each holds memory).
+    monkeypatch.setattr(UnfoldedLosses, "MAX_UNFOLDED", 6)
+    steps = _steps(8)  # two losses a step: the bound is reached after steps 3 and 6
+    straight = _state()
+    for losses in steps:
+        straight.keep_losses(losses)
+    assert len(straight.unfolded_loss.losses) == 4
+    assert straight.interval_loss.count == sum(n for losses in steps[:6] for _, n in losses)
+
+    interrupted = _state()
+    for losses in steps[:4]:
+        interrupted.keep_losses(losses)
+    resumed = _state()
+    resumed.load_state_dict(interrupted.state_dict())
+    for losses in steps[4:]:
+        resumed.keep_losses(losses)
+    straight.fold_losses()
+    resumed.fold_losses()
+    assert torch.equal(straight.epoch_loss.total, resumed.epoch_loss.total)
