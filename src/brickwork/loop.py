@@ -65,7 +65,7 @@ from brickwork.distributed import (
 )
 from brickwork.errors import CheckpointError, ConfigError
 from brickwork.loggers import Logger, build_loggers
-from brickwork.memory import OutOfMemoryRecovery
+from brickwork.memory import Attempt, OutOfMemoryRecovery
 from brickwork.models import save_model_files
 from brickwork.models.anatomy import unwrap_model
 from brickwork.nonfinite import NonFiniteGuard
@@ -279,7 +279,7 @@ def _micro_steps(
     pieces: list[Any],
     step_samples: int,
     spare: Any,
-    attempt: Any = None,
+    attempt: Attempt | None = None,
 ) -> tuple[list[tuple[torch.Tensor, int]], Any]:
     """One try at a step's forward and backward passes, over `pieces` (this rank's batches).
 

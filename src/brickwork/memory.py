@@ -161,12 +161,12 @@ class OutOfMemoryRecovery:
         if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
             self.completion = GradientSyncCompletion(model, rejoin)
 
-    def attempts(self, micro_batches: list[Batch], step: int) -> Iterator[_Attempt]:
+    def attempts(self, micro_batches: list[Batch], step: int) -> Iterator[Attempt]:
         """One attempt at the step `step + 1`, and one more after each recovered error."""
         rng = _capture_torch_rng() if self.active else None
         while True:
             pieces = self.cut(micro_batches)
-            attempt = _Attempt(self, pieces, step + 1)
+            attempt = Attempt(self, pieces, step + 1)
             yield attempt
             if not attempt.failed or rng is None:
                 return
@@ -304,7 +304,7 @@ def _restore_torch_rng(state: tuple[torch.Tensor, list[torch.Tensor] | None]) ->
         torch.cuda.set_rng_state_all(state[1])
 
 
-class _Attempt:
+class Attempt:
     """One try at an optimizer step: a context manager that swallows a recoverable OOM.
 
     Under DDP its exit is the step's agreement: after the micro-step whose backward
@@ -328,7 +328,7 @@ class _Attempt:
         if recovery.injection:
             recovery.injection.maybe_raise("train", self.step, index, len(self.micro_batches))
 
-    def __enter__(self) -> _Attempt:
+    def __enter__(self) -> Attempt:
         self._profile = self.recovery.phases.profiled()
         self._profile.__enter__()  # the CPU tensor profile, once an error started it
         return self
