@@ -304,7 +304,7 @@ def _join_unfolded(unfolded: list[dict[str, Any] | None]) -> dict[str, Any]:
     if not parts:
         return {"losses": None, "counts": []}
     return {
-        "losses": torch.cat([u["losses"].float().cpu() for u in parts]),
+        "losses": torch.cat([u["losses"].float() for u in parts]),  # where they were loaded
         "counts": [int(count) for u in parts for count in u["counts"]],
     }
 
