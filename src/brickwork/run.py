@@ -30,9 +30,11 @@ import yaml
 
 from brickwork.checkpoint import resolve_checkpoint
 from brickwork.config import Config, load_config
+from brickwork.data.hf_tokenizer import RUN_TOKENIZER_FOLDER
 from brickwork.distributed import broadcast_object, get_world_size, is_distributed, is_main_process
 from brickwork.errors import BrickworkError, CheckpointError, ConfigError
 from brickwork.files import write_atomically
+from brickwork.models.huggingface import RUN_MODEL_FOLDER
 from brickwork.run_format import run_format_of, upgrade_config
 from brickwork.stop import FINISHED_STATUSES
 from brickwork.version import RUN_FORMAT_VERSION
@@ -443,7 +445,7 @@ _RUN_FILES = (
     "nonfinite.jsonl",
     "oom_report.txt",
 )
-_RUN_FOLDERS = ("tb", "checkpoints", "wandb", "hf_model", "hf_tokenizer")
+_RUN_FOLDERS = ("tb", "checkpoints", "wandb", RUN_MODEL_FOLDER, RUN_TOKENIZER_FOLDER)
 
 
 def is_restartable_run(directory: Path) -> bool:
