@@ -36,6 +36,7 @@ from brickwork.batch import batch_size_of, move_to_device, split_batch
 from brickwork.checkpoint import MODEL_FILE, list_checkpoints, load_tensors
 from brickwork.distributed import get_world_size, min_across_ranks, sum_across_ranks
 from brickwork.errors import BrickworkError
+from brickwork.state import stack_losses
 
 if TYPE_CHECKING:
     from brickwork.state import TrainState
@@ -103,8 +104,7 @@ class NonFiniteGuard:
         elif len(losses) == 1:  # the common case: one scalar read, no extra tensor ops
             finite = math.isfinite(losses[0][0].item())
         else:
-            stacked = torch.stack([loss.float() for loss, _ in losses])
-            finite = bool(torch.isfinite(stacked).all())
+            finite = bool(torch.isfinite(stack_losses(losses)).all())
         if get_world_size() > 1:  # every rank must skip or stop together, or weights diverge
             (num_bad_ranks,) = sum_across_ranks(0.0 if finite else 1.0)
             finite = num_bad_ranks == 0
@@ -129,10 +129,10 @@ class NonFiniteGuard:
         if self.on_nonfinite != "stop":
             return
         recorded, self._recorded = self._recorded, []
-        losses = [loss.float() for step in recorded for loss, _ in step.losses]
+        losses = [pair for step in recorded for pair in step.losses]
         bad_step = math.inf
         if losses:
-            finite = torch.isfinite(torch.stack(losses))
+            finite = torch.isfinite(stack_losses(losses))
             if not bool(finite.all()):  # the sync
                 flags = iter(finite.tolist())
                 bad_step = next(s.step for s in recorded for _ in s.losses if not next(flags))

@@ -80,7 +80,7 @@ class UnfoldedLosses:
         losses, self.losses = self.losses, []
         if not losses:
             return None, 0
-        values, counts = self._stacked(losses)
+        values, counts = stack_losses(losses), [int(n) for _, n in losses]
         weights = torch.tensor(counts, dtype=values.dtype).to(values.device, non_blocking=True)
         return torch.dot(values, weights), sum(counts)
 
@@ -88,8 +88,7 @@ class UnfoldedLosses:
         """The unfolded losses as one float32 vector (None when empty) and their samples."""
         if not self.losses:
             return {"losses": None, "counts": []}
-        values, counts = self._stacked(self.losses)
-        return {"losses": values, "counts": counts}
+        return {"losses": stack_losses(self.losses), "counts": [int(n) for _, n in self.losses]}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """`None`: a checkpoint from before unfolded losses were kept (they were all folded)."""
@@ -98,11 +97,11 @@ class UnfoldedLosses:
         else:
             self.losses = list(zip(state["losses"].unbind(), state["counts"], strict=True))
 
-    @staticmethod
-    def _stacked(losses: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
-        scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss, _ in losses]
-        values = torch.stack(scalars).float()
-        return values, [int(count) for _, count in losses]
+
+def stack_losses(losses: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    """Micro-step losses as one float32 vector, whatever their dtype or a (1,) shape."""
+    scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss, _ in losses]
+    return torch.stack(scalars).float()
 
 
 @dataclass

@@ -80,3 +80,25 @@ def test_a_bad_step_found_at_a_logging_step_without_an_earlier_checkpoint_says_s
     rows = [json.loads(r) for r in (tmp_path / "run" / "nonfinite.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [2] and len(rows[0]["sample_indices"]) == 64
     assert not (tmp_path / "run" / "checkpoints" / "last").exists()
+
+
+def test_a_loss_of_shape_one_is_found_and_named_like_a_scalar_one(
+    tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    """A `compute_loss` may return its loss as shape (1,), which backward accepts."""
+    from brickwork.components import SupervisedStep
+
+    default = SupervisedStep(torch.nn.CrossEntropyLoss())
+
+    def shaped_loss(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        output = default(model, batch)
+        return {**output, "loss": output["loss"].reshape(1)}
+
+    with pytest.raises(NonFiniteError) as error:
+        fit(
+            overrides=fast_overrides,
+            run_dir=tmp_path / "run",
+            callbacks=[PoisonAfterStep(1, 99)],
+            compute_loss=shaped_loss,
+        )
+    assert "non-finite loss at step 2 (epoch 1)" in str(error.value)
